@@ -1,1 +1,3 @@
-fn main() {}
+fn main() {
+    static _PROBES: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lineage-probes"));
+}

@@ -1,0 +1,79 @@
+//! Reading `task_struct` fields through the offsets the agent resolved from BTF.
+//!
+//! Rust eBPF has no CO-RE field relocations, so each read goes through `bpf_probe_read_kernel` at
+//! a load-time offset. A failed read yields zero: a missing field must never stop the record.
+
+use aya_ebpf::helpers::{bpf_probe_read_kernel, generated::bpf_get_current_task};
+
+use crate::maps::offsets;
+
+/// A kernel pointer we only ever read through `bpf_probe_read_kernel`.
+#[derive(Clone, Copy)]
+pub struct Task(*const u8);
+
+impl Task {
+    #[inline(always)]
+    pub fn current() -> Self {
+        // SAFETY: the helper has no preconditions.
+        Task(unsafe { bpf_get_current_task() } as *const u8)
+    }
+
+    #[inline(always)]
+    pub fn from_ptr(ptr: *const u8) -> Self {
+        Task(ptr)
+    }
+
+    #[inline(always)]
+    fn read<T: Default>(self, offset: u32) -> T {
+        if self.0.is_null() || offset == 0 {
+            return T::default();
+        }
+        // SAFETY: the helper validates the address; a fault returns an error, not a crash.
+        unsafe { bpf_probe_read_kernel(self.0.wrapping_add(offset as usize) as *const T) }
+            .unwrap_or_default()
+    }
+
+    #[inline(always)]
+    fn read_ptr(self, offset: u32) -> Task {
+        Task(self.read::<usize>(offset) as *const u8)
+    }
+
+    #[inline(always)]
+    pub fn pid(self) -> u32 {
+        self.read(offsets().task_pid)
+    }
+
+    #[inline(always)]
+    pub fn tgid(self) -> u32 {
+        self.read(offsets().task_tgid)
+    }
+
+    #[inline(always)]
+    pub fn start_ns(self) -> u64 {
+        self.read(offsets().task_start_boottime)
+    }
+
+    /// Start time of the thread-group leader: the process's birth, shared by all its threads.
+    #[inline(always)]
+    pub fn process_start_ns(self) -> u64 {
+        self.read_ptr(offsets().task_group_leader).start_ns()
+    }
+
+    #[inline(always)]
+    pub fn real_parent(self) -> Task {
+        self.read_ptr(offsets().task_real_parent)
+    }
+
+    #[inline(always)]
+    pub fn exit_code(self) -> u32 {
+        self.read(offsets().task_exit_code)
+    }
+
+    /// Effective uid and gid from the task's credentials.
+    #[inline(always)]
+    pub fn effective_ids(self) -> (u32, u32) {
+        let off = offsets();
+        let cred = self.read_ptr(off.task_cred);
+        (cred.read(off.cred_euid), cred.read(off.cred_egid))
+    }
+}
