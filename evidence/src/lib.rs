@@ -1,1 +1,42 @@
+//! The Lineage evidence format.
+//!
+//! Everything the agent records ends up as *entries* in one hash chain per host. Entries are
+//! grouped into *segments*, each sealed by an Ed25519 signature over a fixed-size header that
+//! commits to the chain head, a Merkle root over the segment's entries and the previous
+//! segment's header. The exact bytes of each entry are what is hashed, stored and shipped;
+//! nothing is ever re-serialised before it is verified.
+//!
+//! The crate is deliberately free of kernel and async dependencies so that the agent, a
+//! collector and the `lineagectl` verifier share one implementation. The byte-exact
+//! specification lives in `docs/FORMAT.md`; this crate is one implementation of it.
+//!
+//! Module map:
+//! - [`digest`]: the 32-byte digest type and the domain-separated hash functions.
+//! - [`entry`]: entry kinds, their encoders and the borrowing decoder.
+//! - [`merkle`]: RFC 6962-shaped Merkle roots and inclusion paths (BLAKE3).
+//! - [`chain`]: [`chain::ChainWriter`], the append/seal state machine the agent drives.
+//! - [`segment`]: the sealed segment header and file encoding, and its parser.
+//! - [`keys`]: Ed25519 key generation, files, key ids.
+//! - [`store`]: one immutable file per segment in a directory, written atomically.
+//! - [`verify`]: the offline verifier and its findings.
+//! - [`proof`]: standalone single-entry inclusion proofs.
 
+pub mod chain;
+pub mod digest;
+pub mod entry;
+pub mod keys;
+pub mod merkle;
+pub mod proof;
+pub mod segment;
+pub mod store;
+pub mod verify;
+mod wire;
+
+pub use chain::{ChainPosition, ChainState, ChainWriter};
+pub use digest::{Digest, HostId};
+pub use entry::{Entry, EntryKind};
+pub use keys::{KeyId, PublicKey, SecretKey};
+pub use proof::Proof;
+pub use segment::{SealedSegment, SegmentHeader, SegmentView};
+pub use store::SegmentStore;
+pub use verify::{verify_dir, Finding, FindingKind, Outcome, Report, VerifyOptions};
