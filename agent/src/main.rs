@@ -1,3 +1,75 @@
-fn main() {
-    static _PROBES: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lineage-probes"));
+//! `lineage-agent`: lifecycle only — parse, load and validate config, run, stop on a signal.
+
+mod agent;
+mod btf;
+mod cli;
+mod config;
+mod decode;
+mod event;
+mod lineage;
+mod loss;
+mod pipeline;
+mod probes;
+mod sink;
+mod snapshot;
+mod stats;
+
+use std::{process::ExitCode, time::Duration};
+
+use clap::Parser;
+
+use crate::{
+    cli::{Cli, Command, ConfigCommand, RunArgs},
+    config::{Config, DEFAULT_TOML},
+};
+
+fn effective_config(args: &RunArgs) -> Result<Config, config::ConfigError> {
+    let mut config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    if let Some(print) = args.print {
+        config.output.print = print;
+    }
+    if let Some(bytes) = args.ring_buffer_bytes {
+        config.capture.ring_buffer_bytes = bytes;
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("LINEAGE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Config(ConfigCommand::PrintDefault) => {
+            print!("{DEFAULT_TOML}");
+            Ok(())
+        }
+        Command::Config(ConfigCommand::Check { config }) => Config::load(&config)
+            .and_then(|c| c.validate().map(|()| c))
+            .map(|c| print!("{}", toml::to_string(&c).unwrap_or_default()))
+            .map_err(anyhow::Error::from),
+        Command::Run(args) => match effective_config(&args) {
+            Err(e) => Err(e.into()),
+            Ok(config) => tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| rt.block_on(agent::run(config, args.duration_secs.map(Duration::from_secs)))),
+        },
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lineage-agent: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

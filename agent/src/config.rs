@@ -1,0 +1,186 @@
+//! Agent configuration: one TOML file, unknown keys rejected, validated into typed values before
+//! anything touches the kernel. Flags override the file.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The documented defaults, exactly what `lineage-agent config print-default` prints. A unit
+/// test keeps this text and `Config::default()` in agreement.
+pub const DEFAULT_TOML: &str = r#"# Lineage agent configuration. Every key is optional; these are the defaults.
+
+[capture]
+# Kernel ring buffer size in bytes: a power of two, at least 64 KiB. Larger absorbs longer
+# bursts before records are lost (a loss is always counted and reported, never silent).
+ring_buffer_bytes = 16777216
+# How often the ring buffer is drained when no wakeup arrives, in milliseconds. Records are
+# submitted without a wakeup each; the kernel wakes the agent early when the ring fills up.
+poll_interval_ms = 5
+# How long a per-CPU sequence gap may stay open before it counts as loss (late records can
+# arrive slightly out of order), in milliseconds.
+loss_grace_ms = 500
+# How often sequence gaps are reconciled with the kernel's loss counters, in milliseconds.
+reconcile_interval_ms = 1000
+
+[kernel]
+# Kernel type information used to find struct offsets.
+btf_path = "/sys/kernel/btf/vmlinux"
+# Where tracefs is (or will be) mounted; the agent mounts it when it is missing.
+tracefs_path = "/sys/kernel/tracing"
+# procfs, read once at start for the processes already running.
+proc_path = "/proc"
+
+[output]
+# Print every event on stdout: "none", "json" (one object per line) or "text" (one line each).
+print = "none"
+"#;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub capture: CaptureConfig,
+    pub kernel: KernelConfig,
+    pub output: OutputConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CaptureConfig {
+    pub ring_buffer_bytes: u32,
+    pub poll_interval_ms: u64,
+    pub loss_grace_ms: u64,
+    pub reconcile_interval_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KernelConfig {
+    pub btf_path: PathBuf,
+    pub tracefs_path: PathBuf,
+    pub proc_path: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Print {
+    None,
+    Json,
+    Text,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputConfig {
+    pub print: Print,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            capture: CaptureConfig::default(),
+            kernel: KernelConfig::default(),
+            output: OutputConfig::default(),
+        }
+    }
+}
+
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        CaptureConfig {
+            ring_buffer_bytes: 16 << 20,
+            poll_interval_ms: 5,
+            loss_grace_ms: 500,
+            reconcile_interval_ms: 1000,
+        }
+    }
+}
+
+impl Default for KernelConfig {
+    fn default() -> Self {
+        KernelConfig {
+            btf_path: "/sys/kernel/btf/vmlinux".into(),
+            tracefs_path: "/sys/kernel/tracing".into(),
+            proc_path: "/proc".into(),
+        }
+    }
+}
+
+impl Default for OutputConfig {
+    fn default() -> Self {
+        OutputConfig { print: Print::None }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config value {key} = {value}: {reason}")]
+    Invalid { key: &'static str, value: String, reason: &'static str },
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        // toml's message names the offending key and line ("unknown field `x`, expected ...").
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.into(),
+            message: e.to_string().trim().replace('\n', " "),
+        })
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let rb = self.capture.ring_buffer_bytes;
+        if !rb.is_power_of_two() || rb < 64 * 1024 {
+            return Err(ConfigError::Invalid {
+                key: "capture.ring_buffer_bytes",
+                value: rb.to_string(),
+                reason: "must be a power of two of at least 65536",
+            });
+        }
+        for (key, value) in [
+            ("capture.poll_interval_ms", self.capture.poll_interval_ms),
+            ("capture.reconcile_interval_ms", self.capture.reconcile_interval_ms),
+        ] {
+            if !(1..=60_000).contains(&value) {
+                return Err(ConfigError::Invalid {
+                    key,
+                    value: value.to_string(),
+                    reason: "must be between 1 and 60000",
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documented_defaults_match_code() {
+        let parsed: Config = toml::from_str(DEFAULT_TOML).unwrap();
+        assert_eq!(parsed, Config::default());
+        parsed.validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = toml::from_str::<Config>("[capture]\nring_bufer_bytes = 1\n").unwrap_err();
+        assert!(err.to_string().contains("ring_bufer_bytes"), "{err}");
+        let err = toml::from_str::<Config>("colour = 1\n").unwrap_err();
+        assert!(err.to_string().contains("colour"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_and_bad_values_rejected() {
+        assert!(toml::from_str::<Config>("[capture]\nring_buffer_bytes = \"big\"\n").is_err());
+        let mut c = Config::default();
+        c.capture.ring_buffer_bytes = 100_000;
+        assert!(c.validate().unwrap_err().to_string().contains("capture.ring_buffer_bytes"));
+    }
+}

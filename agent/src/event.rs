@@ -1,0 +1,152 @@
+//! The lineage events the agent produces: a record joined with the process table.
+
+use serde::Serialize;
+
+use crate::lineage::{ExecId, Origin};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    /// Boot-time clock (ns) of the kernel record; the snapshot uses the time it was read.
+    pub time_ns: u64,
+    pub pid: u32,
+    pub tgid: u32,
+    /// The acting image (for exec: the new one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exec_id: Option<ExecId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent_exec_id: Option<ExecId>,
+    /// Nearest first; empty when the parent is unknown.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ancestors: Vec<ExecId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    #[serde(flatten)]
+    pub detail: Detail,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Detail {
+    Exec {
+        binary: String,
+        /// The filename as the caller passed it (may be relative).
+        filename: String,
+        argv: Vec<String>,
+        args_truncated: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        previous_exec_id: Option<ExecId>,
+        comm: String,
+        ppid: u32,
+        uid: u32,
+        gid: u32,
+        euid: u32,
+        egid: u32,
+        cgroup_id: u64,
+        /// False when the entry record with argv was lost or not seen.
+        args_captured: bool,
+    },
+    ExecFailed {
+        filename: String,
+        argv: Vec<String>,
+        errno: i32,
+        error: &'static str,
+    },
+    Fork {
+        child_pid: u32,
+        child_tgid: u32,
+        thread: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        child_exec_id: Option<ExecId>,
+        clone_flags: u64,
+    },
+    Exit {
+        /// The process's exit status when it exited normally.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        code: Option<u32>,
+        /// The terminating signal when it was killed.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        signal: Option<u32>,
+        core_dumped: bool,
+        /// True when the whole process ended (the last thread exited).
+        process: bool,
+    },
+    /// A process found running when the agent started.
+    Snapshot {
+        binary: String,
+        argv: Vec<String>,
+        comm: String,
+        origin: Origin,
+    },
+    /// Records that never arrived: a per-CPU sequence range and the kernel's counters.
+    Loss {
+        loss_cpu: u32,
+        ranges: Vec<(u64, u64)>,
+        missing: u64,
+        /// New reservation failures by record kind name.
+        failures: Vec<(&'static str, u64)>,
+        unexplained: u64,
+    },
+}
+
+impl Detail {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Detail::Exec { .. } => "exec",
+            Detail::ExecFailed { .. } => "exec_failed",
+            Detail::Fork { .. } => "fork",
+            Detail::Exit { .. } => "exit",
+            Detail::Snapshot { .. } => "snapshot",
+            Detail::Loss { .. } => "loss",
+        }
+    }
+}
+
+/// Splits a kernel `exit_code` into (status, signal, core dumped).
+pub fn split_exit_code(raw: u32) -> (Option<u32>, Option<u32>, bool) {
+    let signal = raw & 0x7f;
+    if signal == 0 {
+        (Some((raw >> 8) & 0xff), None, false)
+    } else {
+        (None, Some(signal), raw & 0x80 != 0)
+    }
+}
+
+/// Symbolic name of the errnos exec can return.
+pub fn errno_name(errno: i32) -> &'static str {
+    match errno {
+        libc::EPERM => "EPERM",
+        libc::ENOENT => "ENOENT",
+        libc::E2BIG => "E2BIG",
+        libc::ENOEXEC => "ENOEXEC",
+        libc::ENOMEM => "ENOMEM",
+        libc::EACCES => "EACCES",
+        libc::EFAULT => "EFAULT",
+        libc::ENOTDIR => "ENOTDIR",
+        libc::EISDIR => "EISDIR",
+        libc::EINVAL => "EINVAL",
+        libc::EMFILE => "EMFILE",
+        libc::ETXTBSY => "ETXTBSY",
+        libc::ENAMETOOLONG => "ENAMETOOLONG",
+        libc::ELOOP => "ELOOP",
+        libc::EAGAIN => "EAGAIN",
+        libc::EINTR => "EINTR",
+        libc::EIO => "EIO",
+        libc::ELIBBAD => "ELIBBAD",
+        _ => "OTHER",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_split() {
+        assert_eq!(split_exit_code(3 << 8), (Some(3), None, false));
+        assert_eq!(split_exit_code(9), (None, Some(9), false));
+        assert_eq!(split_exit_code(0x80 | 11), (None, Some(11), true));
+        assert_eq!(split_exit_code(0), (Some(0), None, false));
+    }
+}

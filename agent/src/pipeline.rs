@@ -1,0 +1,251 @@
+//! Records → lineage events: joins each record with the process table, tracks sequences.
+//!
+//! Single-threaded and synchronous on purpose: it is the per-event hot path, and ordering
+//! matters (the exec-args record must be seen before the exec it belongs to).
+
+use std::{collections::HashMap, time::Instant};
+
+use lineage_common::{exec_flags, RecordKind, CLONE_THREAD, KIND_SLOTS};
+
+use crate::{
+    decode::{self, c_str, ExecArgs, Record},
+    event::{errno_name, split_exit_code, Detail, Event},
+    lineage::{ExecId, ProcEntry, ProcessTable},
+    loss::{LossReport, SequenceTracker},
+    stats::Stats,
+};
+
+/// Unjoined exec-args records kept at most (their exec record may have been lost).
+const PENDING_ARGS_MAX: usize = 4096;
+
+pub struct Pipeline {
+    table: ProcessTable,
+    tracker: SequenceTracker,
+    /// exec-args records by thread id, waiting for the outcome of that exec.
+    pending_args: HashMap<u32, ExecArgs>,
+    pub stats: Stats,
+}
+
+impl Pipeline {
+    pub fn new(boot_id: &str, cpus: usize, grace: std::time::Duration) -> Self {
+        Pipeline {
+            table: ProcessTable::new(boot_id),
+            tracker: SequenceTracker::new(cpus, KIND_SLOTS as usize, grace),
+            pending_args: HashMap::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    pub fn table(&self) -> &ProcessTable {
+        &self.table
+    }
+
+    /// Loads the startup snapshot and returns one event per process found.
+    pub fn snapshot(&mut self, entries: Vec<ProcEntry>, now_ns: u64) -> Vec<Event> {
+        let ids = self.table.load_snapshot(entries);
+        ids.into_iter()
+            .filter_map(|id| {
+                let img = self.table.image(&id)?.clone();
+                Some(Event {
+                    time_ns: now_ns,
+                    pid: img.tgid,
+                    tgid: img.tgid,
+                    parent_exec_id: img.parent_exec_id.clone(),
+                    ancestors: self.table.ancestors(&id),
+                    exec_id: Some(id),
+                    cpu: None,
+                    seq: None,
+                    detail: Detail::Snapshot {
+                        binary: img.binary,
+                        argv: img.argv,
+                        comm: img.comm,
+                        origin: img.origin,
+                    },
+                })
+            })
+            .collect()
+    }
+
+    /// One ring-buffer record. Returns the event it produced, if any.
+    pub fn handle(&mut self, bytes: &[u8], now: Instant) -> Option<Event> {
+        let header = match decode::decode_header(bytes) {
+            Ok(h) => h,
+            Err(e) => {
+                self.stats.decode_error(&e);
+                return None;
+            }
+        };
+        // Account the sequence number even if the body turns out malformed.
+        self.tracker.observe(header.cpu, header.seq, now);
+        let record = match decode::decode(bytes) {
+            Ok(r) => r,
+            Err(e) => {
+                self.stats.decode_error(&e);
+                return None;
+            }
+        };
+        self.stats.record(header.kind);
+        self.apply(record)
+    }
+
+    fn apply(&mut self, record: Record) -> Option<Event> {
+        let h = *record.header();
+        let base = |exec_id: Option<ExecId>, table: &ProcessTable, detail: Detail| {
+            let parent = exec_id.as_ref().and_then(|id| table.image(id)).and_then(|i| i.parent_exec_id.clone());
+            Event {
+                time_ns: h.ktime_ns,
+                pid: h.pid,
+                tgid: h.tgid,
+                ancestors: exec_id.as_ref().map(|id| table.ancestors(id)).unwrap_or_default(),
+                parent_exec_id: parent,
+                exec_id,
+                cpu: Some(h.cpu),
+                seq: Some(h.seq),
+                detail,
+            }
+        };
+        match record {
+            Record::ExecArgs(args) => {
+                if self.pending_args.len() >= PENDING_ARGS_MAX {
+                    self.stats.args_unjoined += self.pending_args.len() as u64;
+                    self.pending_args.clear();
+                }
+                self.pending_args.insert(h.pid, args);
+                None
+            }
+            Record::Exec(rec) => {
+                let args = self.pending_args.remove(&rec.old_tid);
+                let binary = String::from_utf8_lossy(&rec.filename[..rec.filename_len as usize]).into_owned();
+                let (argv, filename, args_truncated) = match &args {
+                    Some(a) => (
+                        a.argv(),
+                        String::from_utf8_lossy(&a.filename).into_owned(),
+                        a.flags & (exec_flags::ARGS_TRUNCATED | exec_flags::ARGS_TOO_MANY) != 0,
+                    ),
+                    None => (Vec::new(), binary.clone(), false),
+                };
+                let comm = c_str(&rec.comm);
+                let image = self.table.on_exec(
+                    h.tgid,
+                    h.proc_start_ns,
+                    h.ktime_ns,
+                    rec.parent_tgid,
+                    rec.parent_start_ns,
+                    binary.clone(),
+                    argv.clone(),
+                    comm.clone(),
+                );
+                let detail = Detail::Exec {
+                    binary,
+                    filename,
+                    argv,
+                    args_truncated,
+                    previous_exec_id: image.previous_exec_id.clone(),
+                    comm,
+                    ppid: rec.parent_tgid,
+                    uid: rec.uid,
+                    gid: rec.gid,
+                    euid: rec.euid,
+                    egid: rec.egid,
+                    cgroup_id: rec.cgroup_id,
+                    args_captured: args.is_some(),
+                };
+                Some(base(Some(image.exec_id), &self.table, detail))
+            }
+            Record::ExecFailed(rec) => {
+                let args = self.pending_args.remove(&h.pid);
+                let exec_id = self.table.current(h.tgid, h.proc_start_ns, "");
+                let (filename, argv) = args
+                    .map(|a| (String::from_utf8_lossy(&a.filename).into_owned(), a.argv()))
+                    .unwrap_or_default();
+                let detail = Detail::ExecFailed { filename, argv, errno: rec.errno, error: errno_name(rec.errno) };
+                Some(base(Some(exec_id), &self.table, detail))
+            }
+            Record::Fork(rec) => {
+                let thread = rec.clone_flags & CLONE_THREAD != 0;
+                let (parent, child) = if thread {
+                    (self.table.current(h.tgid, h.proc_start_ns, ""), None)
+                } else {
+                    let (p, c) = self.table.on_fork(h.tgid, h.proc_start_ns, "", rec.child_tgid, rec.child_start_ns);
+                    (p, Some(c))
+                };
+                let detail = Detail::Fork {
+                    child_pid: rec.child_pid,
+                    child_tgid: rec.child_tgid,
+                    thread,
+                    child_exec_id: child,
+                    clone_flags: rec.clone_flags,
+                };
+                Some(base(Some(parent), &self.table, detail))
+            }
+            Record::Exit(rec) => {
+                let process = rec.group_dead != 0;
+                let exec_id = if process {
+                    let id = self.table.on_exit(h.tgid, h.proc_start_ns);
+                    self.pending_args.remove(&h.pid);
+                    id
+                } else {
+                    self.table.current(h.tgid, h.proc_start_ns, "").into()
+                };
+                let (code, signal, core_dumped) = split_exit_code(rec.exit_code);
+                let mut event = base(exec_id.clone(), &self.table, Detail::Exit { code, signal, core_dumped, process });
+                if process && event.parent_exec_id.is_none() {
+                    // The image was just retired; its record is still retained for ancestry.
+                    event.parent_exec_id = exec_id.and_then(|id| self.table.image(&id).and_then(|i| i.parent_exec_id.clone()));
+                }
+                Some(event)
+            }
+        }
+    }
+
+    /// Matches confirmed sequence gaps with the kernel's counters (`failures[cpu][kind]`).
+    pub fn reconcile(&mut self, failures: &[Vec<u64>], now: Instant, now_ns: u64) -> Vec<Event> {
+        let reports = self.tracker.reconcile(failures, now);
+        reports.into_iter().map(|r| self.loss_event(r, now_ns)).collect()
+    }
+
+    /// After the final drain: everything the kernel numbered but we never received is loss.
+    pub fn close(&mut self, next_seq: &[u64], now: Instant) {
+        self.tracker.close(next_seq, now);
+    }
+
+    fn loss_event(&mut self, r: LossReport, now_ns: u64) -> Event {
+        self.stats.lost_records += r.missing;
+        self.stats.unexplained_loss += r.unexplained;
+        let failures: Vec<(&'static str, u64)> = r
+            .failures_by_kind
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n > 0)
+            .map(|(kind, n)| {
+                let name = RecordKind::try_from(kind as u32).map(RecordKind::name).unwrap_or("unknown");
+                (name, *n)
+            })
+            .collect();
+        for (name, n) in &failures {
+            self.stats.reserve_failed(name, *n);
+        }
+        if r.unexplained > 0 {
+            tracing::error!(cpu = r.cpu, missing = r.missing, unexplained = r.unexplained, "records lost without a kernel counter explaining them");
+        } else {
+            tracing::warn!(cpu = r.cpu, missing = r.missing, ?failures, "ring buffer full: records lost and counted");
+        }
+        Event {
+            time_ns: now_ns,
+            pid: 0,
+            tgid: 0,
+            exec_id: None,
+            parent_exec_id: None,
+            ancestors: Vec::new(),
+            cpu: None,
+            seq: None,
+            detail: Detail::Loss {
+                loss_cpu: r.cpu,
+                ranges: r.gaps.iter().map(|g| (g.from, g.to)).collect(),
+                missing: r.missing,
+                failures,
+                unexplained: r.unexplained,
+            },
+        }
+    }
+}

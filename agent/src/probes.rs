@@ -1,0 +1,262 @@
+//! Loading the embedded kernel programs and attaching each one on its own.
+//!
+//! The registry below is the single list of probes: a verifier rejection or a missing
+//! tracepoint is reported for that probe with the kernel's reason and does not take the others
+//! down. Only the probes without which lineage is meaningless are required.
+
+use std::{fmt, path::Path};
+
+use aya::{
+    maps::{MapType, PerCpuArray},
+    programs::{RawTracePoint, TracePoint},
+    Ebpf, EbpfLoader,
+};
+use lineage_common::{KernelOffsets, KIND_SLOTS};
+
+/// The kernel programs, built by `build.rs` and embedded: the agent is one file to deploy.
+static PROBES_ELF: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lineage-probes"));
+
+#[derive(Clone, Copy, Debug)]
+pub enum Hook {
+    TracePoint { category: &'static str, name: &'static str },
+    RawTracePoint { name: &'static str },
+}
+
+impl fmt::Display for Hook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Hook::TracePoint { category, name } => write!(f, "tracepoint/{category}/{name}"),
+            Hook::RawTracePoint { name } => write!(f, "raw_tracepoint/{name}"),
+        }
+    }
+}
+
+pub struct ProbeSpec {
+    /// Function name in `agent-ebpf`.
+    pub program: &'static str,
+    pub hook: Hook,
+    /// Without it the agent refuses to run.
+    pub required: bool,
+}
+
+pub const PROBES: &[ProbeSpec] = &[
+    ProbeSpec { program: "sched_process_exec", hook: Hook::TracePoint { category: "sched", name: "sched_process_exec" }, required: true },
+    ProbeSpec { program: "task_newtask", hook: Hook::RawTracePoint { name: "task_newtask" }, required: true },
+    ProbeSpec { program: "sched_process_exit", hook: Hook::TracePoint { category: "sched", name: "sched_process_exit" }, required: true },
+    ProbeSpec { program: "sys_enter_execve", hook: Hook::TracePoint { category: "syscalls", name: "sys_enter_execve" }, required: false },
+    ProbeSpec { program: "sys_enter_execveat", hook: Hook::TracePoint { category: "syscalls", name: "sys_enter_execveat" }, required: false },
+    ProbeSpec { program: "sys_exit_execve", hook: Hook::TracePoint { category: "syscalls", name: "sys_exit_execve" }, required: false },
+    ProbeSpec { program: "sys_exit_execveat", hook: Hook::TracePoint { category: "syscalls", name: "sys_exit_execveat" }, required: false },
+];
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ProbeStatus {
+    pub program: &'static str,
+    pub hook: String,
+    pub required: bool,
+    pub attached: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("loading the eBPF object failed: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("required probe {program} ({hook}) did not attach: {error}")]
+    Required { program: &'static str, hook: String, error: String },
+    #[error("map {0} missing from the eBPF object")]
+    MissingMap(&'static str),
+    #[error("reading map {map}: {source}")]
+    Map { map: &'static str, source: aya::maps::MapError },
+}
+
+pub struct LoadParams {
+    pub agent_tgid: u32,
+    pub offsets: KernelOffsets,
+    pub ring_buffer_bytes: u32,
+}
+
+/// Loads the object with load-time globals and the configured ring buffer size.
+pub fn load(params: &LoadParams) -> Result<Ebpf, LoadError> {
+    // Wake the reader early once a quarter of the ring is left, well before anything is lost.
+    let wakeup_bytes = u64::from(params.ring_buffer_bytes / 4);
+    let ebpf = EbpfLoader::new()
+        .override_global("AGENT_TGID", &params.agent_tgid, true)
+        .override_global("OFFSETS", &params.offsets, true)
+        .override_global("WAKEUP_BYTES", &wakeup_bytes, true)
+        .map_max_entries("EVENTS", params.ring_buffer_bytes)
+        .load(PROBES_ELF)?;
+    Ok(ebpf)
+}
+
+fn attach_one(ebpf: &mut Ebpf, spec: &ProbeSpec) -> Result<(), String> {
+    let program = ebpf.program_mut(spec.program).ok_or("program missing from the eBPF object")?;
+    match spec.hook {
+        Hook::TracePoint { category, name } => {
+            let tp: &mut TracePoint = program.try_into().map_err(|e| format!("{e}"))?;
+            tp.load().map_err(|e| format!("{e:#}"))?;
+            tp.attach(category, name).map_err(|e| format!("{e:#}"))?;
+        }
+        Hook::RawTracePoint { name } => {
+            let tp: &mut RawTracePoint = program.try_into().map_err(|e| format!("{e}"))?;
+            tp.load().map_err(|e| format!("{e:#}"))?;
+            tp.attach(name).map_err(|e| format!("{e:#}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Attaches every probe; fails only when a required one could not be attached.
+pub fn attach_all(ebpf: &mut Ebpf) -> Result<Vec<ProbeStatus>, LoadError> {
+    let mut statuses = Vec::with_capacity(PROBES.len());
+    for spec in PROBES {
+        let result = attach_one(ebpf, spec);
+        let status = ProbeStatus {
+            program: spec.program,
+            hook: spec.hook.to_string(),
+            required: spec.required,
+            attached: result.is_ok(),
+            error: result.err(),
+        };
+        match &status.error {
+            None => tracing::info!(probe = spec.program, hook = %spec.hook, "probe attached"),
+            Some(e) => tracing::error!(probe = spec.program, hook = %spec.hook, error = %e, "probe failed to attach"),
+        }
+        if spec.required && !status.attached {
+            return Err(LoadError::Required {
+                program: spec.program,
+                hook: status.hook,
+                error: status.error.unwrap_or_default(),
+            });
+        }
+        statuses.push(status);
+    }
+    Ok(statuses)
+}
+
+/// Detaches every program (links are released when their programs unload), so a final drain
+/// sees everything that was ever submitted.
+pub fn detach_all(ebpf: &mut Ebpf) {
+    for spec in PROBES {
+        if let Some(program) = ebpf.program_mut(spec.program) {
+            let _ = match program {
+                aya::programs::Program::TracePoint(p) => p.unload(),
+                aya::programs::Program::RawTracePoint(p) => p.unload(),
+                _ => Ok(()),
+            };
+        }
+    }
+}
+
+/// Per-CPU values of one slot of a per-CPU counter map.
+fn per_cpu(ebpf: &Ebpf, map: &'static str, index: u32) -> Result<Vec<u64>, LoadError> {
+    let m = ebpf.map(map).ok_or(LoadError::MissingMap(map))?;
+    let array = PerCpuArray::<_, u64>::try_from(m).map_err(|source| LoadError::Map { map, source })?;
+    let values = array.get(&index, 0).map_err(|source| LoadError::Map { map, source })?;
+    Ok(values.iter().copied().collect())
+}
+
+/// `failures[cpu][kind]`: cumulative failed reservations.
+pub fn reservation_failures(ebpf: &Ebpf) -> Result<Vec<Vec<u64>>, LoadError> {
+    let mut by_cpu: Vec<Vec<u64>> = Vec::new();
+    for kind in 0..KIND_SLOTS {
+        for (cpu, n) in per_cpu(ebpf, "RESERVE_FAILURES", kind)?.into_iter().enumerate() {
+            if by_cpu.len() <= cpu {
+                by_cpu.resize(cpu + 1, vec![0; KIND_SLOTS as usize]);
+            }
+            by_cpu[cpu][kind as usize] = n;
+        }
+    }
+    Ok(by_cpu)
+}
+
+/// The next sequence number each CPU will hand out.
+pub fn next_sequences(ebpf: &Ebpf) -> Result<Vec<u64>, LoadError> {
+    per_cpu(ebpf, "SEQUENCE", 0)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PreflightError {
+    #[error(
+        "lineage-agent lacks the capabilities {missing} needed to load and attach eBPF programs; \
+         run it as root or grant them (e.g. AmbientCapabilities= in its systemd unit)"
+    )]
+    Privileges { missing: String },
+    #[error(
+        "this kernel exposes no BTF type information at {path} (it needs CONFIG_DEBUG_INFO_BTF=y): \
+         the agent uses it to find kernel struct offsets"
+    )]
+    NoBtf { path: String },
+    #[error("this kernel does not support BPF ring buffers (Linux 5.8 or newer is needed): {0}")]
+    NoRingBuf(String),
+    #[error("tracefs is not mounted at {path} and mounting it failed: {source}")]
+    Tracefs { path: String, source: std::io::Error },
+}
+
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+fn effective_caps() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Checks what the kernel and our privileges must offer before touching anything, so a missing
+/// piece is named instead of surfacing as an opaque EPERM later.
+pub fn preflight(btf_path: &Path) -> Result<(), PreflightError> {
+    let caps = effective_caps();
+    let has = |cap: u32| caps & (1 << cap) != 0;
+    let mut missing = Vec::new();
+    if !has(CAP_BPF) && !has(CAP_SYS_ADMIN) {
+        missing.push("CAP_BPF");
+    }
+    if !has(CAP_PERFMON) && !has(CAP_SYS_ADMIN) {
+        missing.push("CAP_PERFMON");
+    }
+    if !missing.is_empty() {
+        return Err(PreflightError::Privileges { missing: missing.join(", ") });
+    }
+    if !btf_path.exists() {
+        return Err(PreflightError::NoBtf { path: btf_path.display().to_string() });
+    }
+    match aya::sys::is_map_supported(MapType::RingBuf) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(PreflightError::NoRingBuf("BPF_MAP_TYPE_RINGBUF is unknown to the kernel".into())),
+        Err(e) => Err(PreflightError::NoRingBuf(e.to_string())),
+    }
+}
+
+/// Mounts tracefs where the classic tracepoints expect it, if it is not there yet.
+pub fn ensure_tracefs(path: &Path) -> Result<(), PreflightError> {
+    if path.join("events").is_dir() {
+        return Ok(());
+    }
+    let err = |source| PreflightError::Tracefs { path: path.display().to_string(), source };
+    std::fs::create_dir_all(path).map_err(err)?;
+    let target = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).map_err(|e| err(std::io::Error::other(e)))?;
+    // SAFETY: valid NUL-terminated strings; no data argument.
+    let rc = unsafe { libc::mount(c"tracefs".as_ptr(), target.as_ptr(), c"tracefs".as_ptr(), 0, std::ptr::null()) };
+    if rc != 0 {
+        return Err(err(std::io::Error::last_os_error()));
+    }
+    tracing::info!(path = %path.display(), "mounted tracefs");
+    Ok(())
+}
+
+/// Raising RLIMIT_MEMLOCK matters only on kernels before 5.11 (memcg accounting): a failure is
+/// a warning, not an error.
+pub fn raise_memlock() {
+    let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    // SAFETY: plain syscall with a valid pointer.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "could not raise RLIMIT_MEMLOCK; fine on kernels that charge BPF memory to memcg");
+    }
+}
