@@ -810,8 +810,8 @@ impl Verifier {
         self.findings.sort_by_key(|f| {
             (
                 f.segments.map(|s| s.first),
-                f.entries.map(|e| e.first),
                 f.kind,
+                f.entries.map(|e| e.first),
             )
         });
         let outcome = self
