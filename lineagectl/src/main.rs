@@ -1,1 +1,41 @@
-fn main() {}
+//! `lineagectl`: the command line over `lineage-evidence`.
+//!
+//! `main` is lifecycle only: parse the command line, run one command, map its result to an exit
+//! code. The commands live in their own modules; all format logic lives in the library.
+
+mod cli;
+mod exit;
+mod keygen;
+mod prove;
+mod verify;
+
+use clap::Parser as _;
+
+fn main() {
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            };
+            let _ = e.print();
+            std::process::exit(code);
+        }
+    };
+    let result = match cli.command {
+        cli::Command::Keygen(a) => keygen::run(&a),
+        cli::Command::Verify(a) => verify::run(&a),
+        cli::Command::Head(a) => verify::head(&a),
+        cli::Command::Prove(a) => prove::prove(&a),
+        cli::Command::VerifyProof(a) => prove::verify_proof(&a),
+    };
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("lineagectl: error: {e:#}");
+            std::process::exit(exit::USAGE);
+        }
+    }
+}
