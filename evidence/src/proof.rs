@@ -2,7 +2,7 @@
 //!
 //! A proof carries the entry bytes, its chain index, the Merkle audit path and the signed
 //! segment header, so anyone holding the right public key can check that the entry was sealed
-//! in that segment without the rest of the log. Its size is `380 + entry length +
+//! in that segment without the rest of the log. Its size is `337 + entry length +
 //! 32 × ⌈log2(entries in the segment)⌉` bytes.
 //!
 //! Layout: `magic "LNGPRF\r\n" || version (u16) = 1 || 2 zero bytes || header (248) ||

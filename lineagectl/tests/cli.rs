@@ -150,7 +150,7 @@ fn prove_and_verify_proof() {
     assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
     // 5 entries per segment: the path holds ceil(log2 5) = 3 hashes at most.
     let len = fs::metadata(&proof).unwrap().len();
-    assert!(len <= 380 + 306 + 3 * 32, "{len}");
+    assert!(len <= 337 + 306 + 3 * 32, "{len}");
 
     let o = lineagectl(&[
         "verify-proof",

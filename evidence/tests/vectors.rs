@@ -1,0 +1,243 @@
+//! Test vectors: a small signed log, its expected hashes and a proof, generated
+//! deterministically (fixed seeds, fixed times; Ed25519 signatures are deterministic) and
+//! committed under `evidence/testdata/v1/`. This test fails if the code no longer produces
+//! exactly the committed bytes. Regenerate deliberately with
+//! `LINEAGE_REGENERATE_VECTORS=1 cargo test -p lineage-evidence --test vectors -- --test-threads 1`.
+//! `evidence/testdata/check_vectors.py` checks the same files with an independent Python
+//! implementation of docs/FORMAT.md.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use lineage_evidence::digest::{genesis_link, leaf_hash};
+use lineage_evidence::entry::{
+    AgentStart, AgentStop, ChainPosition, Heartbeat, Loss, ProgramDigest, StartReason, StopReason,
+};
+use lineage_evidence::segment::SegmentView;
+use lineage_evidence::verify::FindingKind;
+use lineage_evidence::{
+    verify_dir, ChainWriter, Digest, HostId, Outcome, Proof, SecretKey, SegmentStore, VerifyOptions,
+};
+
+const HOST: HostId = HostId([
+    0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff,
+]);
+const T0: u64 = 1_764_000_000_000_000_000;
+const PROVE_INDEX: u64 = 9;
+
+fn testdata() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/v1")
+}
+
+/// Writes the vectors into `out` and returns nothing; all content is derived from constants.
+fn generate(out: &Path) {
+    let key0 = SecretKey::from_seed([0x01; 32]);
+    let key1 = SecretKey::from_seed([0x02; 32]);
+    let store = SegmentStore::create(&out.join("log")).unwrap();
+    let mut w = ChainWriter::new(HOST);
+
+    // Segment 0: AGENT_START, two EVENTs, a HEARTBEAT.
+    let start = AgentStart {
+        reason: StartReason::FirstStart,
+        config_digest: Digest(*blake3::hash(b"example config").as_bytes()),
+        last_durable: ChainPosition {
+            next_index: 0,
+            head: genesis_link(&HOST),
+        },
+        agent_version: "0.1.0".into(),
+        programs: vec![
+            ProgramDigest {
+                name: "sched_process_exec".into(),
+                digest: Digest(*blake3::hash(b"exec program").as_bytes()),
+            },
+            ProgramDigest {
+                name: "sched_process_fork".into(),
+                digest: Digest(*blake3::hash(b"fork program").as_bytes()),
+            },
+        ],
+    };
+    w.append_with(|b| start.encode_into(b).unwrap()).unwrap();
+    w.append_event(1, b"exec pid=100 /usr/bin/true").unwrap();
+    w.append_event(1, b"exit pid=100 code=0").unwrap();
+    w.append_with(|b| {
+        Heartbeat {
+            wall_time_ns: T0 + 500_000_000,
+            monotonic_ns: 42_000_000_000,
+        }
+        .encode_into(b)
+    })
+    .unwrap();
+    store.write(&w.seal(T0 + 1_000_000_000, &key0)).unwrap();
+
+    // Segment 1: nothing happened; an empty seal makes the silence visible.
+    store.write(&w.seal(T0 + 2_000_000_000, &key0)).unwrap();
+
+    // Segment 2: a declared loss, an event, and a key rotation (still sealed by key0).
+    let loss = Loss {
+        cpu: 1,
+        flags: 0,
+        first_seq: 100,
+        last_seq: 102,
+        counter_delta: 3,
+        counter_total: 3,
+    };
+    w.append_with(|b| loss.encode_into(b)).unwrap();
+    w.append_event(1, b"fork parent=1 child=101").unwrap();
+    w.append_key_rotation(&key0, &key1.public()).unwrap();
+    store.write(&w.seal(T0 + 3_000_000_000, &key0)).unwrap();
+
+    // Segment 3: five events and AGENT_STOP, sealed by key1.
+    for i in 0..5 {
+        w.append_event(1, format!("exec pid={} /bin/sh", 200 + i).as_bytes())
+            .unwrap();
+    }
+    w.append_with(|b| {
+        AgentStop {
+            reason: StopReason::Requested,
+            time_ns: T0 + 3_900_000_000,
+        }
+        .encode_into(b)
+    })
+    .unwrap();
+    store.write(&w.seal(T0 + 4_000_000_000, &key1)).unwrap();
+
+    key0.public().save(&out.join("key0.pub")).unwrap();
+    key1.public().save(&out.join("key1.pub")).unwrap();
+
+    // Expected values, for third-party implementations to compare step by step.
+    let mut segments = Vec::new();
+    for n in 0..4 {
+        let bytes = store.read(n).unwrap();
+        let v = SegmentView::parse(&bytes).unwrap();
+        let mut link = v.header.start_link;
+        let mut entries = Vec::new();
+        for (i, e) in v.entries().enumerate() {
+            let index = v.header.first_index + i as u64;
+            let leaf = leaf_hash(e);
+            link = lineage_evidence::digest::link_hash(&link, index, &leaf);
+            entries.push(serde_json::json!({
+                "index": index,
+                "entry_hex": hex::encode(e),
+                "leaf_hash": leaf.to_hex(),
+                "link": link.to_hex(),
+            }));
+        }
+        segments.push(serde_json::json!({
+            "file": format!("log/segments/{n:020}.seg"),
+            "segment_number": n,
+            "header_hex": hex::encode(v.header_bytes),
+            "header_digest": v.header.digest().to_hex(),
+            "signature_hex": hex::encode(v.signature),
+            "merkle_root": v.header.merkle_root.to_hex(),
+            "chain_head": v.header.chain_head.to_hex(),
+            "key_id": v.header.key_id.to_string(),
+            "entries": entries,
+        }));
+    }
+    let bytes = store.read(3).unwrap();
+    let proof = Proof::build(&SegmentView::parse(&bytes).unwrap(), PROVE_INDEX).unwrap();
+    fs::write(
+        out.join(format!("entry-{PROVE_INDEX}.proof")),
+        proof.to_bytes(),
+    )
+    .unwrap();
+    let mut keys = BTreeMap::new();
+    for (name, k) in [("key0", &key0), ("key1", &key1)] {
+        keys.insert(
+            name,
+            serde_json::json!({
+                "seed_hex": hex::encode([if name == "key0" { 1u8 } else { 2u8 }; 32]),
+                "public_hex": k.public().to_string(),
+                "key_id": k.public().key_id().to_string(),
+            }),
+        );
+    }
+    let expected = serde_json::json!({
+        "host_id": HOST.to_hex(),
+        "genesis_link": genesis_link(&HOST).to_hex(),
+        "empty_tree_hash": lineage_evidence::digest::empty_tree_hash().to_hex(),
+        "keys": keys,
+        "segments": segments,
+        "proof": {
+            "file": format!("entry-{PROVE_INDEX}.proof"),
+            "index": PROVE_INDEX,
+            "path": proof.path.iter().map(|d| d.to_hex()).collect::<Vec<_>>(),
+        },
+        "verify": {
+            "trusted_keys": ["key0"],
+            "outcome": "declared_loss_only",
+            "findings": [{"kind": "DECLARED_LOSS", "segment": 2, "entry": 4, "cpu": 1, "sequences": [100, 102]}],
+        },
+    });
+    fs::write(
+        out.join("expected.json"),
+        serde_json::to_string_pretty(&expected).unwrap() + "\n",
+    )
+    .unwrap();
+}
+
+fn all_files(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p.strip_prefix(root).unwrap().to_owned());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn committed_vectors_match_the_generator() {
+    let tmp = tempfile::tempdir().unwrap();
+    generate(tmp.path());
+    if std::env::var_os("LINEAGE_REGENERATE_VECTORS").is_some() {
+        let _ = fs::remove_dir_all(testdata());
+        fs::create_dir_all(testdata()).unwrap();
+        for f in all_files(tmp.path()) {
+            let dst = testdata().join(&f);
+            fs::create_dir_all(dst.parent().unwrap()).unwrap();
+            fs::copy(tmp.path().join(&f), dst).unwrap();
+        }
+    }
+    let generated = all_files(tmp.path());
+    assert_eq!(
+        generated,
+        all_files(&testdata()),
+        "the set of vector files changed"
+    );
+    for f in generated {
+        assert!(
+            fs::read(tmp.path().join(&f)).unwrap() == fs::read(testdata().join(&f)).unwrap(),
+            "{} no longer matches the committed vector: the format changed. If that is \
+             intended, bump the format version, regenerate and update docs/FORMAT.md",
+            f.display()
+        );
+    }
+}
+
+#[test]
+fn committed_vectors_verify() {
+    let key0 = lineage_evidence::PublicKey::load_file(&testdata().join("key0.pub")).unwrap();
+    let opts = VerifyOptions {
+        trusted_keys: key0.clone(),
+        known_head: None,
+    };
+    let r = verify_dir(&testdata().join("log"), &opts).unwrap();
+    assert_eq!(r.outcome, Outcome::DeclaredLossOnly, "{:#?}", r.findings);
+    assert_eq!(r.findings.len(), 1);
+    assert_eq!(r.findings[0].kind, FindingKind::DeclaredLoss);
+    assert_eq!(r.keys.len(), 2, "the rotation to key1 was followed");
+
+    let key1 = lineage_evidence::PublicKey::load_file(&testdata().join("key1.pub")).unwrap();
+    let proof = Proof::parse(&fs::read(testdata().join("entry-9.proof")).unwrap()).unwrap();
+    proof.verify(&key1[0]).unwrap();
+    assert!(proof.verify(&key0[0]).is_err());
+}
