@@ -241,3 +241,28 @@ fn committed_vectors_verify() {
     proof.verify(&key1[0]).unwrap();
     assert!(proof.verify(&key0[0]).is_err());
 }
+
+/// Runs the independent Python implementation over the committed vectors when Python with
+/// `blake3` and `cryptography` is available; otherwise says why it was skipped.
+#[test]
+fn independent_python_checker_agrees() {
+    let has_deps = std::process::Command::new("python3")
+        .args(["-c", "import blake3, cryptography"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_deps {
+        eprintln!("SKIPPED: python3 with blake3 and cryptography not available (pip install blake3 cryptography)");
+        return;
+    }
+    let script = testdata().parent().unwrap().join("check_vectors.py");
+    let out = std::process::Command::new("python3")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

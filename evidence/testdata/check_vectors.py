@@ -1,0 +1,221 @@
+#!/usr/bin/env python3
+"""Independent check of the Lineage test vectors, written from docs/FORMAT.md only.
+
+Recomputes every hash, link, Merkle root, header digest, key id and signature of
+evidence/testdata/v1 and compares them with the files and with expected.json; checks the key
+rotation, the continuity rules and the proof. Exits non-zero on the first mismatch.
+
+Needs: pip install blake3 cryptography
+"""
+import json
+import os
+import struct
+import sys
+
+from blake3 import blake3
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey, Ed25519PrivateKey
+from cryptography.exceptions import InvalidSignature
+
+V1 = os.path.join(os.path.dirname(os.path.abspath(__file__)), "v1")
+
+
+def H(tag, *parts):
+    h = blake3(bytes([tag]))
+    for p in parts:
+        h.update(p)
+    return h.digest()
+
+
+def leaf(e):
+    return H(0x00, e)
+
+
+def node(l, r):
+    return H(0x01, l, r)
+
+
+def link(prev, index, lf):
+    return H(0x02, prev, struct.pack("<Q", index), lf)
+
+
+def header_digest(hb):
+    return H(0x03, hb)
+
+
+def genesis(host):
+    return H(0x04, b"lineage/genesis/v1", host)
+
+
+def key_id(pk):
+    return H(0x05, pk)[:16]
+
+
+def mth(leaves):
+    n = len(leaves)
+    if n == 0:
+        return blake3(b"").digest()
+    if n == 1:
+        return leaves[0]
+    k = 1
+    while k * 2 < n:
+        k *= 2
+    return node(mth(leaves[:k]), mth(leaves[k:]))
+
+
+def verify_inclusion(lf, m, n, path, root):
+    if m >= n or len(path) > 64:
+        return False
+    fn, sn, r = m, n - 1, lf
+    for p in path:
+        if sn == 0:
+            return False
+        if fn & 1 == 1 or fn == sn:
+            r = node(p, r)
+            if fn & 1 == 0:
+                while fn & 1 == 0 and fn != 0:
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            r = node(r, p)
+        fn >>= 1
+        sn >>= 1
+    return sn == 0 and r == root
+
+
+def ed_verify(pk, msg, sig):
+    try:
+        Ed25519PublicKey.from_public_bytes(pk).verify(sig, msg)
+        return True
+    except InvalidSignature:
+        return False
+
+
+def check(cond, what):
+    if not cond:
+        print("MISMATCH:", what)
+        sys.exit(1)
+
+
+HEADER = struct.Struct("<8sHHI16sQQQQ32s32s32s32sQ16s32s")
+assert HEADER.size == 248
+
+
+def parse_header(b):
+    f = HEADER.unpack(b[:248])
+    names = ["magic", "version", "header_len", "flags", "host_id", "segment_number", "first_index",
+             "entry_count", "entries_len", "prev_header_digest", "start_link", "chain_head",
+             "merkle_root", "seal_time_ns", "key_id", "public_key"]
+    h = dict(zip(names, f))
+    check(h["magic"] == b"LNGSEG\r\n" and h["version"] == 1 and h["header_len"] == 248 and h["flags"] == 0,
+          "header constants")
+    return h
+
+
+def parse_segment(data):
+    h = parse_header(data)
+    sig = data[248:312]
+    body = data[312:]
+    check(h["entries_len"] == len(body), "entries_len")
+    entries, pos = [], 0
+    for _ in range(h["entry_count"]):
+        (n,) = struct.unpack_from("<I", body, pos)
+        check(4 <= n <= 1 << 20, "entry length")
+        entries.append(body[pos + 4:pos + 4 + n])
+        pos += 4 + n
+    check(pos == len(body), "framing")
+    return h, data[:248], sig, entries
+
+
+def main():
+    exp = json.load(open(os.path.join(V1, "expected.json")))
+    host = bytes.fromhex(exp["host_id"])
+    check(genesis(host).hex() == exp["genesis_link"], "genesis link")
+    check(blake3(b"").digest().hex() == exp["empty_tree_hash"], "empty tree hash")
+    keys = {}
+    for name, k in exp["keys"].items():
+        sk = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(k["seed_hex"]))
+        pk = sk.public_key().public_bytes_raw()
+        check(pk.hex() == k["public_hex"], name + " public key from seed")
+        check(key_id(pk).hex() == k["key_id"], name + " key id")
+        line = open(os.path.join(V1, name + ".pub")).read().split()
+        check(line[0] == "lineage-ed25519-public-v1" and line[1] == pk.hex(), name + ".pub")
+        keys[name] = pk
+
+    key_in_effect = keys[exp["verify"]["trusted_keys"][0]]
+    prev = None
+    findings = []
+    for s in exp["segments"]:
+        data = open(os.path.join(V1, s["file"]), "rb").read()
+        h, hb, sig, entries = parse_segment(data)
+        n = h["segment_number"]
+        check(hb.hex() == s["header_hex"], f"segment {n} header bytes")
+        check(header_digest(hb).hex() == s["header_digest"], f"segment {n} header digest")
+        check(key_id(h["public_key"]) == h["key_id"], f"segment {n} key id")
+        check(ed_verify(h["public_key"], b"lineage/segment-header/v1" + hb, sig), f"segment {n} signature")
+        check(h["public_key"] == key_in_effect, f"segment {n} signed by the key in effect")
+        if prev is None:
+            check(n == 0 and h["first_index"] == 0 and h["prev_header_digest"] == bytes(32)
+                  and h["start_link"] == genesis(host), "segment 0 starts at genesis")
+        else:
+            ph, phb = prev
+            check(n == ph["segment_number"] + 1, f"segment {n} number")
+            check(h["prev_header_digest"] == header_digest(phb), f"segment {n} prev digest")
+            check(h["first_index"] == ph["first_index"] + ph["entry_count"], f"segment {n} first index")
+            check(h["start_link"] == ph["chain_head"], f"segment {n} start link")
+        lk, leaves, next_key = h["start_link"], [], None
+        for i, e in enumerate(entries):
+            idx = h["first_index"] + i
+            ee = s["entries"][i]
+            check(ee["index"] == idx and ee["entry_hex"] == e.hex(), f"entry {idx} bytes")
+            lf = leaf(e)
+            lk = link(lk, idx, lf)
+            check(lf.hex() == ee["leaf_hash"], f"entry {idx} leaf hash")
+            check(lk.hex() == ee["link"], f"entry {idx} link")
+            leaves.append(lf)
+            kind, ver = struct.unpack_from("<HH", e)
+            check(kind != 0 and ver == 1, f"entry {idx} kind/version")
+            if kind == 2:  # LOSS
+                check(len(e) == 44, "LOSS length")
+                cpu, flags, first, last, delta, total = struct.unpack_from("<IIQQQQ", e, 4)
+                explained = flags & 1 == 0 and delta >= last - first + 1
+                findings.append({"kind": "DECLARED_LOSS" if explained else "UNEXPLAINED_GAP",
+                                 "segment": n, "entry": idx, "cpu": cpu, "sequences": [first, last]})
+            if kind == 6:  # KEY_ROTATION
+                check(len(e) == 132, "KEY_ROTATION length")
+                old, new, rsig = e[4:36], e[36:68], e[68:132]
+                msg = b"lineage/key-rotation/v1" + host + struct.pack("<Q", idx) + old + new
+                check(old == h["public_key"] and ed_verify(old, msg, rsig), f"rotation at {idx}")
+                next_key = new
+        check(lk == h["chain_head"] and lk.hex() == s["chain_head"], f"segment {n} chain head")
+        check(mth(leaves) == h["merkle_root"] and h["merkle_root"].hex() == s["merkle_root"],
+              f"segment {n} Merkle root")
+        if next_key is not None:
+            key_in_effect = next_key
+        prev = (h, hb)
+    check(findings == exp["verify"]["findings"], "findings")
+
+    # The proof.
+    p = exp["proof"]
+    b = open(os.path.join(V1, p["file"]), "rb").read()
+    check(b[:8] == b"LNGPRF\r\n" and struct.unpack_from("<HH", b, 8) == (1, 0), "proof magic")
+    h = parse_header(b[12:260])
+    sig = b[260:324]
+    (index, elen) = struct.unpack_from("<QI", b, 324)
+    entry = b[336:336 + elen]
+    (plen,) = struct.unpack_from("<B", b, 336 + elen)
+    path = [b[337 + elen + 32 * i:337 + elen + 32 * (i + 1)] for i in range(plen)]
+    check(len(b) == 337 + elen + 32 * plen, "proof length")
+    check(index == p["index"] and [x.hex() for x in path] == p["path"], "proof fields")
+    check(h["public_key"] == keys["key1"], "proof signed by key1")
+    check(ed_verify(h["public_key"], b"lineage/segment-header/v1" + b[12:260], sig), "proof signature")
+    check(h["first_index"] <= index < h["first_index"] + h["entry_count"], "proof index in range")
+    check(verify_inclusion(leaf(entry), index - h["first_index"], h["entry_count"], path, h["merkle_root"]),
+          "proof path")
+    check(not verify_inclusion(leaf(entry + b"x"), index - h["first_index"], h["entry_count"], path,
+                               h["merkle_root"]), "proof rejects a modified entry")
+    print(f"OK: {len(exp['segments'])} segments, all hashes, links, roots, signatures, the rotation "
+          f"and the proof match docs/FORMAT.md")
+
+
+if __name__ == "__main__":
+    main()
