@@ -90,6 +90,13 @@ pub enum Record {
     Exit(ExitRecord),
 }
 
+impl std::fmt::Debug for Record {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let h = self.header();
+        write!(f, "Record {{ kind: {}, cpu: {}, seq: {} }}", h.kind, h.cpu, h.seq)
+    }
+}
+
 impl Record {
     pub fn header(&self) -> &RecordHeader {
         match self {

@@ -1,1 +1,162 @@
+//! Shared harness for the kernel tests: start the real agent binary, collect its JSON events,
+//! stop it with a signal.
+//!
+//! These tests load real eBPF programs, so they need root. They panic with a clear message
+//! when a precondition is missing rather than skip: a kernel test that did not run must not
+//! look like one that passed.
 
+use std::{
+    io::{BufRead, BufReader},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+pub fn agent_binary() -> PathBuf {
+    let path = std::env::var_os("LINEAGE_AGENT").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/lineage-agent")
+    });
+    assert!(
+        path.exists(),
+        "agent binary {} not found: run the kernel tests with `cargo xtask test`",
+        path.display()
+    );
+    path
+}
+
+pub fn require_root() {
+    // SAFETY: no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(euid, 0, "kernel tests load eBPF programs and must run as root (`cargo xtask test`)");
+}
+
+/// A running agent whose stdout (JSON lines) and stderr are collected in the background.
+pub struct Agent {
+    child: Child,
+    stdout: JoinHandle<Vec<Value>>,
+    stderr: Arc<Mutex<String>>,
+    stderr_thread: JoinHandle<()>,
+}
+
+impl Agent {
+    /// Starts `lineage-agent run --print json <extra>` and waits until it reports "capturing".
+    pub fn start(extra: &[&str]) -> Agent {
+        require_root();
+        let mut child = Command::new(agent_binary())
+            .args(["run", "--print", "json"])
+            .args(extra)
+            .env("LINEAGE_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning lineage-agent");
+        let out = child.stdout.take().expect("stdout");
+        let stdout = std::thread::spawn(move || {
+            BufReader::new(out)
+                .lines()
+                .map_while(Result::ok)
+                .map(|l| serde_json::from_str(&l).unwrap_or_else(|e| panic!("agent printed a non-JSON line {l:?}: {e}")))
+                .collect()
+        });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let err = child.stderr.take().expect("stderr");
+        let sink = stderr.clone();
+        let stderr_thread = std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        let agent = Agent { child, stdout, stderr, stderr_thread };
+        agent.wait_for_log("capturing", Duration::from_secs(30));
+        agent
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn log(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if self.log().contains(needle) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("agent did not log {needle:?} within {timeout:?}; its log:\n{}", self.log());
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: sending a signal to our own child.
+        let rc = unsafe { libc::kill(self.child.id() as i32, sig) };
+        assert_eq!(rc, 0, "kill({sig}) failed");
+    }
+
+    /// SIGTERM, then every event it printed. Panics if it did not exit cleanly.
+    pub fn stop(mut self) -> Run {
+        // Let the last submitted records be drained on the agent's poll interval.
+        std::thread::sleep(Duration::from_millis(300));
+        self.signal(libc::SIGTERM);
+        let status = self.child.wait().expect("waiting for the agent");
+        let events = self.stdout.join().expect("stdout reader");
+        self.stderr_thread.join().expect("stderr reader");
+        let log = self.stderr.lock().unwrap().clone();
+        assert!(status.success(), "agent exited with {status}; log:\n{log}");
+        Run { events, log }
+    }
+}
+
+/// Everything one agent run printed.
+pub struct Run {
+    pub events: Vec<Value>,
+    pub log: String,
+}
+
+impl Run {
+    pub fn of_kind<'a>(&'a self, kind: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
+        self.events.iter().filter(move |e| e["kind"] == kind)
+    }
+
+    /// Exec events of a process (by tgid).
+    pub fn execs_of(&self, tgid: u32) -> Vec<&Value> {
+        self.of_kind("exec").filter(|e| e["tgid"] == tgid).collect()
+    }
+
+    /// Records of `kind` the kernel failed to reserve (declared loss), over all loss events.
+    pub fn declared_loss(&self, kind: &str) -> u64 {
+        self.of_kind("loss")
+            .flat_map(|e| e["failures"].as_array().cloned().unwrap_or_default())
+            .filter(|f| f[0] == kind)
+            .map(|f| f[1].as_u64().unwrap_or(0))
+            .sum()
+    }
+
+    pub fn unexplained_loss(&self) -> u64 {
+        self.of_kind("loss").map(|e| e["unexplained"].as_u64().unwrap_or(0)).sum()
+    }
+
+    pub fn argv(event: &Value) -> Vec<String> {
+        event["argv"]
+            .as_array()
+            .map(|a| a.iter().map(|s| s.as_str().unwrap_or_default().to_owned()).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// Runs a command to completion and returns its pid.
+pub fn run_to_end(cmd: &mut Command) -> u32 {
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
+    let pid = child.id();
+    child.wait().expect("wait");
+    pid
+}

@@ -1,0 +1,140 @@
+//! `cargo xtask setup`: everything the build needs, installed idempotently.
+//!
+//! Building Rust eBPF needs `-Z build-std=core`, so a compiler with its std source, and
+//! bpf-linker built against an LLVM as new as that compiler's. On Debian 12 the rustup
+//! toolchains ship without `rust-src`, so we use Debian's `rustc-web` (which has
+//! `rust-web-src`) for the kernel programs only, linked into rustup under a fixed name that
+//! `agent/build.rs` asks for. Userspace builds with the normal rustup toolchain.
+
+use std::{path::Path, process::Command};
+
+use anyhow::{bail, Context as _, Result};
+
+use crate::shell::{is_root, output, run_command};
+
+/// Debian packages: the eBPF compiler with std source, and LLVM 22 for bpf-linker.
+const APT_PACKAGES: &[&str] = &[
+    "rustc-web",
+    "cargo-web",
+    "rust-web-src",
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "libzstd-dev",
+    "zlib1g-dev",
+];
+const BPF_LINKER_VERSION: &str = "0.13.0";
+const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+/// Must match `EBPF_TOOLCHAIN` in `agent/build.rs`.
+const TOOLCHAIN_NAME: &str = "lineage-bpf";
+const TOOLCHAIN_DIR: &str = "/opt/lineage-bpf-toolchain";
+
+struct Missing {
+    packages: Vec<&'static str>,
+    bpf_linker: bool,
+    toolchain_link: bool,
+}
+
+impl Missing {
+    fn nothing(&self) -> bool {
+        self.packages.is_empty() && !self.bpf_linker && !self.toolchain_link
+    }
+}
+
+fn package_installed(name: &str) -> bool {
+    output("dpkg-query", &["-W", "-f=${Status}", name]).is_some_and(|s| s.contains("install ok installed"))
+}
+
+fn bpf_linker_ok() -> bool {
+    output("bpf-linker", &["--version"]).is_some_and(|v| v.contains(BPF_LINKER_VERSION))
+}
+
+fn toolchain_linked() -> bool {
+    output("rustup", &["run", TOOLCHAIN_NAME, "rustc", "--print", "sysroot"]).is_some_and(|s| s.trim() == "/usr")
+        && Path::new("/usr/lib/rustlib/src/rust/library/core").is_dir()
+}
+
+fn check() -> Missing {
+    Missing {
+        packages: APT_PACKAGES.iter().copied().filter(|p| !package_installed(p)).collect(),
+        bpf_linker: !bpf_linker_ok(),
+        toolchain_link: !toolchain_linked(),
+    }
+}
+
+fn is_apt_system() -> bool {
+    let release = std::fs::read_to_string("/etc/os-release").unwrap_or_default();
+    let debian_like = release.lines().any(|l| {
+        (l.starts_with("ID=") || l.starts_with("ID_LIKE=")) && (l.contains("debian") || l.contains("ubuntu"))
+    });
+    debian_like && output("apt-get", &["--version"]).is_some()
+}
+
+fn describe(m: &Missing) -> String {
+    let mut lines = Vec::new();
+    if !m.packages.is_empty() {
+        lines.push(format!("- packages: {} (a Rust compiler with std source for the bpfel-unknown-none target, LLVM 22 development files)", m.packages.join(" ")));
+    }
+    if m.bpf_linker {
+        lines.push(format!("- bpf-linker {BPF_LINKER_VERSION} built against LLVM 22 (LLVM_PREFIX={LLVM_PREFIX} cargo install bpf-linker --version {BPF_LINKER_VERSION} --no-default-features --features llvm-22)"));
+    }
+    if m.toolchain_link {
+        lines.push(format!("- a rustup toolchain named `{TOOLCHAIN_NAME}` whose rustc has rust-src (rustup toolchain link {TOOLCHAIN_NAME} <dir with bin/rustc, bin/cargo, lib/rustlib>)"));
+    }
+    lines.join("\n")
+}
+
+/// Installs what is missing; prints what it does and skips what is present.
+pub fn run() -> Result<()> {
+    let missing = check();
+    if missing.nothing() {
+        eprintln!("setup: everything is in place");
+        return Ok(());
+    }
+    if !is_apt_system() {
+        bail!("setup supports Debian and Ubuntu (apt). On this system, install by hand:\n{}", describe(&missing));
+    }
+    if !is_root() {
+        bail!("setup installs system packages and must run as root. Missing:\n{}", describe(&missing));
+    }
+    if !missing.packages.is_empty() {
+        eprintln!("setup: installing {}", missing.packages.join(" "));
+        run_command(Command::new("apt-get").args(["update", "-q"]))?;
+        run_command(Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing.packages)
+            .env("DEBIAN_FRONTEND", "noninteractive"))
+        .context("installing the build packages (see the apt-get output above)")?;
+    }
+    if !bpf_linker_ok() {
+        eprintln!("setup: building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (about 2 minutes)");
+        run_command(Command::new("cargo")
+            .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--no-default-features", "--features", "llvm-22"])
+            .env("LLVM_PREFIX", LLVM_PREFIX))?;
+    }
+    if !toolchain_linked() {
+        eprintln!("setup: linking Debian's rustc as rustup toolchain `{TOOLCHAIN_NAME}`");
+        let dir = Path::new(TOOLCHAIN_DIR);
+        std::fs::create_dir_all(dir.join("bin"))?;
+        std::fs::create_dir_all(dir.join("lib"))?;
+        for (link, target) in [("bin/rustc", "/usr/bin/rustc"), ("bin/cargo", "/usr/bin/cargo"), ("lib/rustlib", "/usr/lib/rustlib")] {
+            let link = dir.join(link);
+            let _ = std::fs::remove_file(&link);
+            std::os::unix::fs::symlink(target, &link).with_context(|| format!("linking {}", link.display()))?;
+        }
+        run_command(Command::new("rustup").args(["toolchain", "link", TOOLCHAIN_NAME, TOOLCHAIN_DIR]))?;
+    }
+    let left = check();
+    if !left.nothing() {
+        bail!("setup finished but these are still missing:\n{}", describe(&left));
+    }
+    eprintln!("setup: done");
+    Ok(())
+}
+
+/// Runs setup only when something is missing (what `run` and `test` call first).
+pub fn ensure() -> Result<()> {
+    if check().nothing() {
+        return Ok(());
+    }
+    run()
+}
