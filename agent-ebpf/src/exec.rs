@@ -74,7 +74,12 @@ fn user_byte(ptr: *const u8) -> Option<u8> {
 }
 
 #[inline(always)]
-fn capture_args(ctx: &TracePointContext, fd_offset: Option<usize>, name_off: usize, argv_off: usize) {
+fn capture_args(
+    ctx: &TracePointContext,
+    fd_offset: Option<usize>,
+    name_off: usize,
+    argv_off: usize,
+) {
     let Some((pid, tgid)) = observed_task() else {
         return;
     };
@@ -95,8 +100,14 @@ fn capture_args(ctx: &TracePointContext, fd_offset: Option<usize>, name_off: usi
 
         let name_buf = (*rec).filename.as_mut_ptr();
         let n = bpf_probe_read_user_str(name_buf.cast(), PATH_CAP as u32, filename.cast());
-        let filename_len = if n > 0 { (n as u32 - 1) & (PATH_CAP as u32 - 1) } else { 0 };
-        if filename_len as usize == PATH_CAP - 1 && user_byte(filename.wrapping_add(PATH_CAP - 1)) != Some(0) {
+        let filename_len = if n > 0 {
+            (n as u32 - 1) & (PATH_CAP as u32 - 1)
+        } else {
+            0
+        };
+        if filename_len as usize == PATH_CAP - 1
+            && user_byte(filename.wrapping_add(PATH_CAP - 1)) != Some(0)
+        {
             flags |= exec_flags::FILENAME_TRUNCATED;
         }
 
@@ -170,11 +181,20 @@ fn report_failure(ctx: &TracePointContext) {
     let Some((pid, tgid)) = observed_task() else {
         return;
     };
-    let hdr = header(RecordKind::ExecFailed, size_of::<ExecFailedRecord>(), pid, tgid);
+    let hdr = header(
+        RecordKind::ExecFailed,
+        size_of::<ExecFailedRecord>(),
+        pid,
+        tgid,
+    );
     let Some(mut entry) = reserve::<ExecFailedRecord>(RecordKind::ExecFailed) else {
         return;
     };
-    entry.write(ExecFailedRecord { header: hdr, errno: (-ret) as i32, _pad: 0 });
+    entry.write(ExecFailedRecord {
+        header: hdr,
+        errno: (-ret) as i32,
+        _pad: 0,
+    });
     entry.submit(submit_flags());
 }
 
@@ -210,11 +230,23 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
         (*rec).cgroup_id = bpf_get_current_cgroup_id();
         (*rec).comm = bpf_get_current_comm().unwrap_or([0; 16]);
         let src = (ctx.as_ptr() as *const u8).wrapping_add((data_loc & 0xffff) as usize);
-        let n = bpf_probe_read_kernel_str((*rec).filename.as_mut_ptr().cast(), PATH_CAP as u32, src.cast());
-        let len = if n > 0 { (n as u32 - 1) & (PATH_CAP as u32 - 1) } else { 0 };
+        let n = bpf_probe_read_kernel_str(
+            (*rec).filename.as_mut_ptr().cast(),
+            PATH_CAP as u32,
+            src.cast(),
+        );
+        let len = if n > 0 {
+            (n as u32 - 1) & (PATH_CAP as u32 - 1)
+        } else {
+            0
+        };
         (*rec).filename_len = len;
         // data_loc's high half is the kernel's length including the NUL.
-        (*rec).flags = if (data_loc >> 16) as usize > PATH_CAP { exec_flags::FILENAME_TRUNCATED } else { 0 };
+        (*rec).flags = if (data_loc >> 16) as usize > PATH_CAP {
+            exec_flags::FILENAME_TRUNCATED
+        } else {
+            0
+        };
     }
     entry.submit(submit_flags());
     Ok(())

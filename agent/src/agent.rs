@@ -24,7 +24,10 @@ use crate::{
 };
 
 fn boot_time_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: valid pointer; CLOCK_BOOTTIME matches bpf_ktime_get_boot_ns.
     unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
@@ -76,8 +79,14 @@ pub async fn run(config: Config, duration: Option<Duration>) -> anyhow::Result<(
     // SAFETY: the RingBuf owns its map fd and keeps it open until the AsyncFd drops it.
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
         .map_err(|e| anyhow::anyhow!("registering the ring buffer with the reactor: {e}"))?;
-    let cpus = aya::util::nr_cpus().map_err(|(_, e)| e).context("counting CPUs")?;
-    let mut pipeline = Pipeline::new(&boot_id, cpus, Duration::from_millis(config.capture.loss_grace_ms));
+    let cpus = aya::util::nr_cpus()
+        .map_err(|(_, e)| e)
+        .context("counting CPUs")?;
+    let mut pipeline = Pipeline::new(
+        &boot_id,
+        cpus,
+        Duration::from_millis(config.capture.loss_grace_ms),
+    );
     let mut sink = Sink::new(config.output.print);
 
     // The reader exists before anything is attached, so nothing is submitted unread.
@@ -132,7 +141,11 @@ pub async fn run(config: Config, duration: Option<Duration>) -> anyhow::Result<(
 
     // Stop producing, then take everything already submitted and account for the rest.
     probes::detach_all(&mut ebpf);
-    Drain { pipeline: &mut pipeline, sink: &mut sink }.drain(ring.get_mut());
+    Drain {
+        pipeline: &mut pipeline,
+        sink: &mut sink,
+    }
+    .drain(ring.get_mut());
     pipeline.close(&probes::next_sequences(&ebpf)?, Instant::now());
     let failures = probes::reservation_failures(&ebpf)?;
     for event in pipeline.reconcile(&failures, Instant::now(), boot_time_ns()) {

@@ -11,7 +11,9 @@ use lineage_common::KernelOffsets;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BtfError {
-    #[error("cannot read kernel BTF at {path}: {source} (the kernel needs CONFIG_DEBUG_INFO_BTF=y)")]
+    #[error(
+        "cannot read kernel BTF at {path}: {source} (the kernel needs CONFIG_DEBUG_INFO_BTF=y)"
+    )]
     Read {
         path: String,
         source: std::io::Error,
@@ -73,20 +75,32 @@ impl Btf {
 
     pub fn parse(data: &[u8]) -> Result<Self, BtfError> {
         if data.len() < 24 || u16::from_le_bytes([data[0], data[1]]) != MAGIC {
-            return Err(BtfError::Malformed("bad magic (big-endian BTF is not supported)"));
+            return Err(BtfError::Malformed(
+                "bad magic (big-endian BTF is not supported)",
+            ));
         }
         let hdr_len = u32_at(data, 4)? as usize;
         let (type_off, type_len) = (u32_at(data, 8)? as usize, u32_at(data, 12)? as usize);
         let (str_off, str_len) = (u32_at(data, 16)? as usize, u32_at(data, 20)? as usize);
         let section = |off: usize, len: usize| {
-            let start = hdr_len.checked_add(off).ok_or(BtfError::Malformed("offset"))?;
-            let end = start.checked_add(len).ok_or(BtfError::Malformed("offset"))?;
-            data.get(start..end).ok_or(BtfError::Malformed("section out of bounds"))
+            let start = hdr_len
+                .checked_add(off)
+                .ok_or(BtfError::Malformed("offset"))?;
+            let end = start
+                .checked_add(len)
+                .ok_or(BtfError::Malformed("offset"))?;
+            data.get(start..end)
+                .ok_or(BtfError::Malformed("section out of bounds"))
         };
         let type_data = section(type_off, type_len)?;
         let strings = section(str_off, str_len)?.to_vec();
 
-        let mut types = vec![Type { name: 0, kind: 0, type_id: 0, members: Vec::new() }];
+        let mut types = vec![Type {
+            name: 0,
+            kind: 0,
+            type_id: 0,
+            members: Vec::new(),
+        }];
         let mut at = 0;
         while at < type_data.len() {
             let name = u32_at(type_data, at)?;
@@ -98,8 +112,8 @@ impl Btf {
             let kind_flag = info >> 31 == 1;
             let mut members = Vec::new();
             let extra = match kind {
-                1 | 14 | 17 => 4,           // INT, VAR, DECL_TAG
-                3 => 12,                    // ARRAY
+                1 | 14 | 17 => 4, // INT, VAR, DECL_TAG
+                3 => 12,          // ARRAY
                 KIND_STRUCT | KIND_UNION => {
                     for i in 0..vlen {
                         let m = at + i * 12;
@@ -107,20 +121,33 @@ impl Btf {
                         members.push(Member {
                             name: u32_at(type_data, m)?,
                             type_id: u32_at(type_data, m + 4)?,
-                            bit_offset: if kind_flag { raw_offset & 0x00ff_ffff } else { raw_offset },
+                            bit_offset: if kind_flag {
+                                raw_offset & 0x00ff_ffff
+                            } else {
+                                raw_offset
+                            },
                         });
                     }
                     12 * vlen
                 }
-                6 | 13 => 8 * vlen,         // ENUM, FUNC_PROTO
-                15 | 19 => 12 * vlen,       // DATASEC, ENUM64
-                2 | 7..=12 | 16 | 18 => 0,  // PTR, FWD, TYPEDEF, modifiers, FUNC, FLOAT, TYPE_TAG
+                6 | 13 => 8 * vlen,        // ENUM, FUNC_PROTO
+                15 | 19 => 12 * vlen,      // DATASEC, ENUM64
+                2 | 7..=12 | 16 | 18 => 0, // PTR, FWD, TYPEDEF, modifiers, FUNC, FLOAT, TYPE_TAG
                 _ => return Err(BtfError::Malformed("unknown type kind")),
             };
             at += extra;
-            types.push(Type { name, kind, type_id: size_or_type, members });
+            types.push(Type {
+                name,
+                kind,
+                type_id: size_or_type,
+                members,
+            });
         }
-        let mut btf = Btf { strings, types, structs_by_name: HashMap::new() };
+        let mut btf = Btf {
+            strings,
+            types,
+            structs_by_name: HashMap::new(),
+        };
         for (id, t) in btf.types.iter().enumerate() {
             if t.kind == KIND_STRUCT && t.name != 0 {
                 let name = btf.name(t.name).to_owned();
@@ -178,10 +205,12 @@ impl Btf {
             .get(strukt)
             .ok_or_else(|| BtfError::NoStruct(strukt.into()))?;
         let t = &self.types[id as usize];
-        let bits = self.find_member(t, member, 4).ok_or_else(|| BtfError::NoMember {
-            strukt: strukt.into(),
-            member: member.into(),
-        })?;
+        let bits = self
+            .find_member(t, member, 4)
+            .ok_or_else(|| BtfError::NoMember {
+                strukt: strukt.into(),
+                member: member.into(),
+            })?;
         Ok(bits / 8)
     }
 
@@ -219,7 +248,13 @@ mod tests {
         let mut out = Vec::new();
         out.extend(MAGIC.to_le_bytes());
         out.extend([1u8, 0]);
-        for w in [24u32, 0, types.len() as u32, types.len() as u32, strings.len() as u32] {
+        for w in [
+            24u32,
+            0,
+            types.len() as u32,
+            types.len() as u32,
+            strings.len() as u32,
+        ] {
             out.extend(w.to_le_bytes());
         }
         out.extend(types);
@@ -232,8 +267,14 @@ mod tests {
         let btf = Btf::parse(&sample()).unwrap();
         assert_eq!(btf.member_offset("s", "a").unwrap(), 0);
         assert_eq!(btf.member_offset("s", "b").unwrap(), 4);
-        assert!(matches!(btf.member_offset("s", "c"), Err(BtfError::NoMember { .. })));
-        assert!(matches!(btf.member_offset("t", "a"), Err(BtfError::NoStruct(_))));
+        assert!(matches!(
+            btf.member_offset("s", "c"),
+            Err(BtfError::NoMember { .. })
+        ));
+        assert!(matches!(
+            btf.member_offset("t", "a"),
+            Err(BtfError::NoStruct(_))
+        ));
     }
 
     #[test]
@@ -254,7 +295,10 @@ mod tests {
             return;
         }
         let off = Btf::from_file(path).unwrap().kernel_offsets().unwrap();
-        assert!(off.task_tgid > off.task_pid, "tgid follows pid in task_struct");
+        assert!(
+            off.task_tgid > off.task_pid,
+            "tgid follows pid in task_struct"
+        );
         assert!(off.cred_egid > off.cred_euid);
     }
 }

@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use crate::config::Print;
 
 #[derive(Parser, Debug)]
-#[command(name = "lineage-agent", version, about = "Lineage agent: verifiable execution lineage for this host")]
+#[command(
+    name = "lineage-agent",
+    version,
+    about = "Lineage agent: verifiable execution lineage for this host"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

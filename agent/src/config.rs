@@ -35,7 +35,7 @@ proc_path = "/proc"
 print = "none"
 "#;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub capture: CaptureConfig,
@@ -74,16 +74,6 @@ pub struct OutputConfig {
     pub print: Print,
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            capture: CaptureConfig::default(),
-            kernel: KernelConfig::default(),
-            output: OutputConfig::default(),
-        }
-    }
-}
-
 impl Default for CaptureConfig {
     fn default() -> Self {
         CaptureConfig {
@@ -114,17 +104,26 @@ impl Default for OutputConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("config value {key} = {value}: {reason}")]
-    Invalid { key: &'static str, value: String, reason: &'static str },
+    Invalid {
+        key: &'static str,
+        value: String,
+        reason: &'static str,
+    },
 }
 
 impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
         // toml's message names the offending key and line ("unknown field `x`, expected ...").
         toml::from_str(&text).map_err(|e| ConfigError::Parse {
             path: path.into(),
@@ -143,7 +142,10 @@ impl Config {
         }
         for (key, value) in [
             ("capture.poll_interval_ms", self.capture.poll_interval_ms),
-            ("capture.reconcile_interval_ms", self.capture.reconcile_interval_ms),
+            (
+                "capture.reconcile_interval_ms",
+                self.capture.reconcile_interval_ms,
+            ),
         ] {
             if !(1..=60_000).contains(&value) {
                 return Err(ConfigError::Invalid {
@@ -181,6 +183,10 @@ mod tests {
         assert!(toml::from_str::<Config>("[capture]\nring_buffer_bytes = \"big\"\n").is_err());
         let mut c = Config::default();
         c.capture.ring_buffer_bytes = 100_000;
-        assert!(c.validate().unwrap_err().to_string().contains("capture.ring_buffer_bytes"));
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("capture.ring_buffer_bytes"));
     }
 }

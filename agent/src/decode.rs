@@ -6,20 +6,32 @@
 use std::mem::size_of;
 
 use lineage_common::{
-    ExecArgsRecord, ExecFailedRecord, ExecRecord, ExitRecord, ForkRecord, RecordHeader,
-    RecordKind, ARGS_CAP, EXEC_ARGS_FIXED_LEN, PATH_CAP,
+    ExecArgsRecord, ExecFailedRecord, ExecRecord, ExitRecord, ForkRecord, RecordHeader, RecordKind,
+    ARGS_CAP, EXEC_ARGS_FIXED_LEN, PATH_CAP,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
     #[error("record of {len} bytes is shorter than the {need}-byte {what}")]
-    Short { what: &'static str, len: usize, need: usize },
+    Short {
+        what: &'static str,
+        len: usize,
+        need: usize,
+    },
     #[error("unknown record kind {0}")]
     UnknownKind(u32),
     #[error("{kind:?} record declares length {declared} but carries {actual} bytes")]
-    LengthMismatch { kind: RecordKind, declared: usize, actual: usize },
+    LengthMismatch {
+        kind: RecordKind,
+        declared: usize,
+        actual: usize,
+    },
     #[error("{field} length {value} exceeds its {cap}-byte capacity")]
-    FieldTooLong { field: &'static str, value: usize, cap: usize },
+    FieldTooLong {
+        field: &'static str,
+        value: usize,
+        cap: usize,
+    },
 }
 
 impl DecodeError {
@@ -49,7 +61,11 @@ unsafe impl Wire for ExitRecord {}
 
 fn read<T: Wire>(bytes: &[u8], what: &'static str) -> Result<T, DecodeError> {
     if bytes.len() < size_of::<T>() {
-        return Err(DecodeError::Short { what, len: bytes.len(), need: size_of::<T>() });
+        return Err(DecodeError::Short {
+            what,
+            len: bytes.len(),
+            need: size_of::<T>(),
+        });
     }
     // SAFETY: length checked above; `T: Wire` accepts every bit pattern; unaligned read.
     Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
@@ -93,7 +109,11 @@ pub enum Record {
 impl std::fmt::Debug for Record {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let h = self.header();
-        write!(f, "Record {{ kind: {}, cpu: {}, seq: {} }}", h.kind, h.cpu, h.seq)
+        write!(
+            f,
+            "Record {{ kind: {}, cpu: {}, seq: {} }}",
+            h.kind, h.cpu, h.seq
+        )
     }
 }
 
@@ -119,7 +139,11 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
     let kind = RecordKind::try_from(header.kind).map_err(|e| DecodeError::UnknownKind(e.0))?;
     let declared = header.len as usize;
     if declared != bytes.len() {
-        return Err(DecodeError::LengthMismatch { kind, declared, actual: bytes.len() });
+        return Err(DecodeError::LengthMismatch {
+            kind,
+            declared,
+            actual: bytes.len(),
+        });
     }
     Ok(match kind {
         RecordKind::ExecArgs => Record::ExecArgs(decode_exec_args(header, bytes)?),
@@ -189,7 +213,15 @@ mod tests {
     }
 
     fn header(kind: RecordKind, len: usize) -> RecordHeader {
-        RecordHeader { kind: kind as u32, len: len as u32, seq: 7, cpu: 1, pid: 10, tgid: 10, ..Default::default() }
+        RecordHeader {
+            kind: kind as u32,
+            len: len as u32,
+            seq: 7,
+            cpu: 1,
+            pid: 10,
+            tgid: 10,
+            ..Default::default()
+        }
     }
 
     fn exec_args_bytes(args: &[u8]) -> Vec<u8> {
@@ -207,7 +239,11 @@ mod tests {
 
     #[test]
     fn decodes_fixed_records() {
-        let rec = ExitRecord { header: header(RecordKind::Exit, size_of::<ExitRecord>()), exit_code: 3 << 8, group_dead: 1 };
+        let rec = ExitRecord {
+            header: header(RecordKind::Exit, size_of::<ExitRecord>()),
+            exit_code: 3 << 8,
+            group_dead: 1,
+        };
         match decode(&as_bytes(&rec)).unwrap() {
             Record::Exit(e) => assert_eq!((e.exit_code, e.group_dead, e.header.seq), (768, 1, 7)),
             other => panic!("decoded as {other:?}"),
@@ -228,17 +264,29 @@ mod tests {
     fn rejects_unknown_kind_short_and_lying_records() {
         let mut h = header(RecordKind::Exit, size_of::<ExitRecord>());
         h.kind = 99;
-        assert_eq!(decode(&as_bytes(&h)).unwrap_err(), DecodeError::UnknownKind(99));
-        assert!(matches!(decode(&[0u8; 10]).unwrap_err(), DecodeError::Short { .. }));
+        assert_eq!(
+            decode(&as_bytes(&h)).unwrap_err(),
+            DecodeError::UnknownKind(99)
+        );
+        assert!(matches!(
+            decode(&[0u8; 10]).unwrap_err(),
+            DecodeError::Short { .. }
+        ));
         // Header claims the exit size but the body is missing.
         let h = header(RecordKind::Exit, size_of::<RecordHeader>());
-        assert!(matches!(decode(&as_bytes(&h)).unwrap_err(), DecodeError::Short { .. }));
+        assert!(matches!(
+            decode(&as_bytes(&h)).unwrap_err(),
+            DecodeError::Short { .. }
+        ));
         // argv length that disagrees with the record size.
         let mut bytes = exec_args_bytes(b"a\0");
         bytes.push(0);
         let len = bytes.len() as u32;
         bytes[4..8].copy_from_slice(&len.to_le_bytes());
-        assert!(matches!(decode(&bytes).unwrap_err(), DecodeError::LengthMismatch { .. }));
+        assert!(matches!(
+            decode(&bytes).unwrap_err(),
+            DecodeError::LengthMismatch { .. }
+        ));
     }
 
     proptest! {

@@ -41,8 +41,6 @@ pub struct Image {
     pub parent_exec_id: Option<ExecId>,
     pub previous_exec_id: Option<ExecId>,
     pub tgid: u32,
-    /// Start time of the process (boot ns), shared by all its images.
-    pub process_start_ns: u64,
     pub binary: String,
     pub argv: Vec<String>,
     pub comm: String,
@@ -78,7 +76,11 @@ pub struct ProcessTable {
 impl ProcessTable {
     /// `boot_id` is `/proc/sys/kernel/random/boot_id`; its first 8 hex digits tag every exec id.
     pub fn new(boot_id: &str) -> Self {
-        let boot_tag: String = boot_id.chars().filter(|c| c.is_ascii_hexdigit()).take(8).collect();
+        let boot_tag: String = boot_id
+            .chars()
+            .filter(|c| c.is_ascii_hexdigit())
+            .take(8)
+            .collect();
         ProcessTable {
             boot_tag,
             running: HashMap::new(),
@@ -119,10 +121,23 @@ impl ProcessTable {
         if let Some(p) = self.find(tgid, start_ns) {
             return p.image.clone();
         }
-        self.add_process(tgid, start_ns, true, None, None, Origin::Unknown, String::new(), Vec::new(), comm.into())
+        self.add_process(
+            tgid,
+            start_ns,
+            true,
+            None,
+            None,
+            Origin::Unknown,
+            String::new(),
+            Vec::new(),
+            comm.into(),
+        )
     }
 
-    #[expect(clippy::too_many_arguments, reason = "one constructor for every origin")]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one constructor for every origin"
+    )]
     fn add_process(
         &mut self,
         tgid: u32,
@@ -143,7 +158,6 @@ impl ProcessTable {
                 parent_exec_id: parent_exec_id.clone(),
                 previous_exec_id,
                 tgid,
-                process_start_ns: start_ns,
                 binary,
                 argv,
                 comm,
@@ -152,7 +166,12 @@ impl ProcessTable {
         );
         if let Some(old) = self.running.insert(
             tgid,
-            Process { start_ns, exact_start, image: exec_id.clone(), parent_exec_id },
+            Process {
+                start_ns,
+                exact_start,
+                image: exec_id.clone(),
+                parent_exec_id,
+            },
         ) {
             // The pid was reused and we missed the old process's exit.
             self.retire(old.image);
@@ -166,7 +185,17 @@ impl ProcessTable {
         let mut parents = Vec::with_capacity(entries.len());
         for e in entries {
             let start_ns = e.start_ticks * USER_HZ_NS;
-            let id = self.add_process(e.tgid, start_ns, false, None, None, Origin::Snapshot, e.binary, e.argv, e.comm);
+            let id = self.add_process(
+                e.tgid,
+                start_ns,
+                false,
+                None,
+                None,
+                Origin::Snapshot,
+                e.binary,
+                e.argv,
+                e.comm,
+            );
             parents.push((id.clone(), e.ppid));
             ids.push(id);
         }
@@ -183,7 +212,14 @@ impl ProcessTable {
     }
 
     /// A new process (not a thread): it starts out running its parent's image.
-    pub fn on_fork(&mut self, parent_tgid: u32, parent_start_ns: u64, parent_comm: &str, child_tgid: u32, child_start_ns: u64) -> (ExecId, ExecId) {
+    pub fn on_fork(
+        &mut self,
+        parent_tgid: u32,
+        parent_start_ns: u64,
+        parent_comm: &str,
+        child_tgid: u32,
+        child_start_ns: u64,
+    ) -> (ExecId, ExecId) {
         let parent = self.current(parent_tgid, parent_start_ns, parent_comm);
         if let Some(existing) = self.find(child_tgid, child_start_ns) {
             // Already known (the startup snapshot raced with the fork).
@@ -194,12 +230,25 @@ impl ProcessTable {
             .get(&parent)
             .map(|i| (i.binary.clone(), i.argv.clone(), i.comm.clone()))
             .unwrap_or_default();
-        let child = self.add_process(child_tgid, child_start_ns, true, Some(parent.clone()), None, Origin::Fork, binary, argv, comm);
+        let child = self.add_process(
+            child_tgid,
+            child_start_ns,
+            true,
+            Some(parent.clone()),
+            None,
+            Origin::Fork,
+            binary,
+            argv,
+            comm,
+        );
         (parent, child)
     }
 
     /// A successful exec: a new image in an existing (or newly discovered) process.
-    #[expect(clippy::too_many_arguments, reason = "the exec record's identity fields")]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the exec record's identity fields"
+    )]
     pub fn on_exec(
         &mut self,
         tgid: u32,
@@ -221,7 +270,6 @@ impl ProcessTable {
             parent_exec_id: parent.clone(),
             previous_exec_id: previous.clone(),
             tgid,
-            process_start_ns,
             binary,
             argv,
             comm,
@@ -230,7 +278,12 @@ impl ProcessTable {
         self.images.insert(exec_id.clone(), image.clone());
         let replaced = self.running.insert(
             tgid,
-            Process { start_ns: process_start_ns, exact_start: true, image: exec_id, parent_exec_id: parent },
+            Process {
+                start_ns: process_start_ns,
+                exact_start: true,
+                image: exec_id,
+                parent_exec_id: parent,
+            },
         );
         if let Some(old) = replaced {
             if Some(&old.image) != previous.as_ref() {
@@ -271,7 +324,10 @@ impl ProcessTable {
     /// Parent, grandparent, … of an image, nearest first.
     pub fn ancestors(&self, exec_id: &str) -> Vec<ExecId> {
         let mut out = Vec::new();
-        let mut cur = self.images.get(exec_id).and_then(|i| i.parent_exec_id.clone());
+        let mut cur = self
+            .images
+            .get(exec_id)
+            .and_then(|i| i.parent_exec_id.clone());
         while let Some(id) = cur {
             if out.len() >= MAX_ANCESTRY || out.contains(&id) {
                 break;
@@ -294,11 +350,32 @@ mod tests {
     #[test]
     fn fork_then_exec_links_to_parent_image() {
         let mut t = table();
-        let sh = t.on_exec(100, 1_000, 1_500, 1, 0, "/bin/sh".into(), vec!["sh".into()], "sh".into());
+        let sh = t.on_exec(
+            100,
+            1_000,
+            1_500,
+            1,
+            0,
+            "/bin/sh".into(),
+            vec!["sh".into()],
+            "sh".into(),
+        );
         let (parent, child) = t.on_fork(100, 1_000, "sh", 101, 2_000);
         assert_eq!(parent, sh.exec_id);
-        assert_eq!(t.image(&child).unwrap().parent_exec_id.as_ref(), Some(&sh.exec_id));
-        let echo = t.on_exec(101, 2_000, 2_500, 100, 1_000, "/bin/echo".into(), vec![], "echo".into());
+        assert_eq!(
+            t.image(&child).unwrap().parent_exec_id.as_ref(),
+            Some(&sh.exec_id)
+        );
+        let echo = t.on_exec(
+            101,
+            2_000,
+            2_500,
+            100,
+            1_000,
+            "/bin/echo".into(),
+            vec![],
+            "echo".into(),
+        );
         assert_eq!(echo.parent_exec_id.as_ref(), Some(&sh.exec_id));
         assert_eq!(echo.previous_exec_id.as_ref(), Some(&child));
         assert_eq!(t.ancestors(&echo.exec_id)[0], sh.exec_id);
@@ -323,10 +400,27 @@ mod tests {
     fn snapshot_processes_match_exact_times_at_tick_precision() {
         let mut t = table();
         let ids = t.load_snapshot(vec![
-            ProcEntry { tgid: 1, ppid: 0, start_ticks: 1, comm: "init".into(), binary: "/sbin/init".into(), argv: vec![] },
-            ProcEntry { tgid: 50, ppid: 1, start_ticks: 123, comm: "bash".into(), binary: "/bin/bash".into(), argv: vec![] },
+            ProcEntry {
+                tgid: 1,
+                ppid: 0,
+                start_ticks: 1,
+                comm: "init".into(),
+                binary: "/sbin/init".into(),
+                argv: vec![],
+            },
+            ProcEntry {
+                tgid: 50,
+                ppid: 1,
+                start_ticks: 123,
+                comm: "bash".into(),
+                binary: "/bin/bash".into(),
+                argv: vec![],
+            },
         ]);
-        assert_eq!(t.image(&ids[1]).unwrap().parent_exec_id.as_ref(), Some(&ids[0]));
+        assert_eq!(
+            t.image(&ids[1]).unwrap().parent_exec_id.as_ref(),
+            Some(&ids[0])
+        );
         // The kernel reports bash's start in ns: 1.234_567_89 s lies in tick 123.
         let (parent, child) = t.on_fork(50, 1_234_567_890, "bash", 60, 5_000_000_000);
         assert_eq!(parent, ids[1]);

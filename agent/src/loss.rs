@@ -62,9 +62,16 @@ pub struct SequenceTracker {
 impl SequenceTracker {
     pub fn new(cpus: usize, kind_slots: usize, grace: Duration) -> Self {
         let cpus = (0..cpus)
-            .map(|_| CpuState { failures_seen: vec![0; kind_slots], ..Default::default() })
+            .map(|_| CpuState {
+                failures_seen: vec![0; kind_slots],
+                ..Default::default()
+            })
             .collect();
-        SequenceTracker { cpus, grace, duplicates: 0 }
+        SequenceTracker {
+            cpus,
+            grace,
+            duplicates: 0,
+        }
     }
 
     /// Accounts one arrived record.
@@ -74,22 +81,53 @@ impl SequenceTracker {
         };
         if seq >= state.next {
             if seq > state.next {
-                state.open.push((Gap { cpu, from: state.next, to: seq }, now));
+                state.open.push((
+                    Gap {
+                        cpu,
+                        from: state.next,
+                        to: seq,
+                    },
+                    now,
+                ));
             }
             state.next = seq + 1;
             return;
         }
         // A late record: it fills (part of) an open gap, or it is a duplicate.
-        let Some(i) = state.open.iter().position(|(g, _)| g.from <= seq && seq < g.to) else {
+        let Some(i) = state
+            .open
+            .iter()
+            .position(|(g, _)| g.from <= seq && seq < g.to)
+        else {
             self.duplicates += 1;
             return;
         };
         let (gap, seen) = state.open.remove(i);
         if seq + 1 < gap.to {
-            state.open.insert(i, (Gap { cpu, from: seq + 1, to: gap.to }, seen));
+            state.open.insert(
+                i,
+                (
+                    Gap {
+                        cpu,
+                        from: seq + 1,
+                        to: gap.to,
+                    },
+                    seen,
+                ),
+            );
         }
         if gap.from < seq {
-            state.open.insert(i, (Gap { cpu, from: gap.from, to: seq }, seen));
+            state.open.insert(
+                i,
+                (
+                    Gap {
+                        cpu,
+                        from: gap.from,
+                        to: seq,
+                    },
+                    seen,
+                ),
+            );
         }
     }
 
@@ -136,7 +174,11 @@ impl SequenceTracker {
         for (cpu, state) in self.cpus.iter_mut().enumerate() {
             if let Some(&end) = next_seq.get(cpu) {
                 if end > state.next {
-                    let gap = Gap { cpu: cpu as u32, from: state.next, to: end };
+                    let gap = Gap {
+                        cpu: cpu as u32,
+                        from: state.next,
+                        to: end,
+                    };
                     state.open.push((gap, now - self.grace));
                     state.next = end;
                 }
@@ -165,7 +207,9 @@ mod tests {
         for s in 0..100 {
             t.observe(0, s, now);
         }
-        assert!(t.reconcile(&[vec![0; 8], vec![0; 8]], now + GRACE).is_empty());
+        assert!(t
+            .reconcile(&[vec![0; 8], vec![0; 8]], now + GRACE)
+            .is_empty());
     }
 
     #[test]
@@ -177,10 +221,20 @@ mod tests {
         let mut f = vec![vec![0; 8], vec![0; 8]];
         f[1][2] = 3;
         // Not yet confirmed inside the grace period.
-        assert_eq!(t.reconcile(&f, now).iter().map(|r| r.missing).sum::<u64>(), 0);
+        assert_eq!(
+            t.reconcile(&f, now).iter().map(|r| r.missing).sum::<u64>(),
+            0
+        );
         let r = t.reconcile(&f, now + GRACE);
         assert_eq!(r.len(), 1);
-        assert_eq!(r[0].gaps, vec![Gap { cpu: 1, from: 1, to: 4 }]);
+        assert_eq!(
+            r[0].gaps,
+            vec![Gap {
+                cpu: 1,
+                from: 1,
+                to: 4
+            }]
+        );
         assert_eq!((r[0].missing, r[0].unexplained), (3, 0));
     }
 
@@ -202,7 +256,9 @@ mod tests {
         t.observe(0, 3, now);
         t.observe(0, 1, now);
         t.observe(0, 2, now);
-        assert!(t.reconcile(&[vec![0; 8], vec![0; 8]], now + GRACE).is_empty());
+        assert!(t
+            .reconcile(&[vec![0; 8], vec![0; 8]], now + GRACE)
+            .is_empty());
         t.observe(0, 2, now);
         assert_eq!(t.duplicates, 1);
     }

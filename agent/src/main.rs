@@ -62,7 +62,12 @@ fn main() -> ExitCode {
                 .enable_all()
                 .build()
                 .map_err(anyhow::Error::from)
-                .and_then(|rt| rt.block_on(agent::run(config, args.duration_secs.map(Duration::from_secs)))),
+                .and_then(|rt| {
+                    rt.block_on(agent::run(
+                        config,
+                        args.duration_secs.map(Duration::from_secs),
+                    ))
+                }),
         },
     };
     match result {

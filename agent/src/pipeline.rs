@@ -91,12 +91,18 @@ impl Pipeline {
     fn apply(&mut self, record: Record) -> Option<Event> {
         let h = *record.header();
         let base = |exec_id: Option<ExecId>, table: &ProcessTable, detail: Detail| {
-            let parent = exec_id.as_ref().and_then(|id| table.image(id)).and_then(|i| i.parent_exec_id.clone());
+            let parent = exec_id
+                .as_ref()
+                .and_then(|id| table.image(id))
+                .and_then(|i| i.parent_exec_id.clone());
             Event {
                 time_ns: h.ktime_ns,
                 pid: h.pid,
                 tgid: h.tgid,
-                ancestors: exec_id.as_ref().map(|id| table.ancestors(id)).unwrap_or_default(),
+                ancestors: exec_id
+                    .as_ref()
+                    .map(|id| table.ancestors(id))
+                    .unwrap_or_default(),
                 parent_exec_id: parent,
                 exec_id,
                 cpu: Some(h.cpu),
@@ -115,7 +121,8 @@ impl Pipeline {
             }
             Record::Exec(rec) => {
                 let args = self.pending_args.remove(&rec.old_tid);
-                let binary = String::from_utf8_lossy(&rec.filename[..rec.filename_len as usize]).into_owned();
+                let binary = String::from_utf8_lossy(&rec.filename[..rec.filename_len as usize])
+                    .into_owned();
                 let (argv, filename, args_truncated) = match &args {
                     Some(a) => (
                         a.argv(),
@@ -158,7 +165,12 @@ impl Pipeline {
                 let (filename, argv) = args
                     .map(|a| (String::from_utf8_lossy(&a.filename).into_owned(), a.argv()))
                     .unwrap_or_default();
-                let detail = Detail::ExecFailed { filename, argv, errno: rec.errno, error: errno_name(rec.errno) };
+                let detail = Detail::ExecFailed {
+                    filename,
+                    argv,
+                    errno: rec.errno,
+                    error: errno_name(rec.errno),
+                };
                 Some(base(Some(exec_id), &self.table, detail))
             }
             Record::Fork(rec) => {
@@ -166,7 +178,13 @@ impl Pipeline {
                 let (parent, child) = if thread {
                     (self.table.current(h.tgid, h.proc_start_ns, ""), None)
                 } else {
-                    let (p, c) = self.table.on_fork(h.tgid, h.proc_start_ns, "", rec.child_tgid, rec.child_start_ns);
+                    let (p, c) = self.table.on_fork(
+                        h.tgid,
+                        h.proc_start_ns,
+                        "",
+                        rec.child_tgid,
+                        rec.child_start_ns,
+                    );
                     (p, Some(c))
                 };
                 let detail = Detail::Fork {
@@ -188,10 +206,21 @@ impl Pipeline {
                     self.table.current(h.tgid, h.proc_start_ns, "").into()
                 };
                 let (code, signal, core_dumped) = split_exit_code(rec.exit_code);
-                let mut event = base(exec_id.clone(), &self.table, Detail::Exit { code, signal, core_dumped, process });
+                let mut event = base(
+                    exec_id.clone(),
+                    &self.table,
+                    Detail::Exit {
+                        code,
+                        signal,
+                        core_dumped,
+                        process,
+                    },
+                );
                 if process && event.parent_exec_id.is_none() {
                     // The image was just retired; its record is still retained for ancestry.
-                    event.parent_exec_id = exec_id.and_then(|id| self.table.image(&id).and_then(|i| i.parent_exec_id.clone()));
+                    event.parent_exec_id = exec_id.and_then(|id| {
+                        self.table.image(&id).and_then(|i| i.parent_exec_id.clone())
+                    });
                 }
                 Some(event)
             }
@@ -201,7 +230,10 @@ impl Pipeline {
     /// Matches confirmed sequence gaps with the kernel's counters (`failures[cpu][kind]`).
     pub fn reconcile(&mut self, failures: &[Vec<u64>], now: Instant, now_ns: u64) -> Vec<Event> {
         let reports = self.tracker.reconcile(failures, now);
-        reports.into_iter().map(|r| self.loss_event(r, now_ns)).collect()
+        reports
+            .into_iter()
+            .map(|r| self.loss_event(r, now_ns))
+            .collect()
     }
 
     /// After the final drain: everything the kernel numbered but we never received is loss.
@@ -218,7 +250,9 @@ impl Pipeline {
             .enumerate()
             .filter(|(_, n)| **n > 0)
             .map(|(kind, n)| {
-                let name = RecordKind::try_from(kind as u32).map(RecordKind::name).unwrap_or("unknown");
+                let name = RecordKind::try_from(kind as u32)
+                    .map(RecordKind::name)
+                    .unwrap_or("unknown");
                 (name, *n)
             })
             .collect();
@@ -226,9 +260,19 @@ impl Pipeline {
             self.stats.reserve_failed(name, *n);
         }
         if r.unexplained > 0 {
-            tracing::error!(cpu = r.cpu, missing = r.missing, unexplained = r.unexplained, "records lost without a kernel counter explaining them");
+            tracing::error!(
+                cpu = r.cpu,
+                missing = r.missing,
+                unexplained = r.unexplained,
+                "records lost without a kernel counter explaining them"
+            );
         } else {
-            tracing::warn!(cpu = r.cpu, missing = r.missing, ?failures, "ring buffer full: records lost and counted");
+            tracing::warn!(
+                cpu = r.cpu,
+                missing = r.missing,
+                ?failures,
+                "ring buffer full: records lost and counted"
+            );
         }
         Event {
             time_ns: now_ns,

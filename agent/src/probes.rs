@@ -18,8 +18,13 @@ static PROBES_ELF: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 
 #[derive(Clone, Copy, Debug)]
 pub enum Hook {
-    TracePoint { category: &'static str, name: &'static str },
-    RawTracePoint { name: &'static str },
+    TracePoint {
+        category: &'static str,
+        name: &'static str,
+    },
+    RawTracePoint {
+        name: &'static str,
+    },
 }
 
 impl fmt::Display for Hook {
@@ -40,13 +45,61 @@ pub struct ProbeSpec {
 }
 
 pub const PROBES: &[ProbeSpec] = &[
-    ProbeSpec { program: "sched_process_exec", hook: Hook::TracePoint { category: "sched", name: "sched_process_exec" }, required: true },
-    ProbeSpec { program: "task_newtask", hook: Hook::RawTracePoint { name: "task_newtask" }, required: true },
-    ProbeSpec { program: "sched_process_exit", hook: Hook::TracePoint { category: "sched", name: "sched_process_exit" }, required: true },
-    ProbeSpec { program: "sys_enter_execve", hook: Hook::TracePoint { category: "syscalls", name: "sys_enter_execve" }, required: false },
-    ProbeSpec { program: "sys_enter_execveat", hook: Hook::TracePoint { category: "syscalls", name: "sys_enter_execveat" }, required: false },
-    ProbeSpec { program: "sys_exit_execve", hook: Hook::TracePoint { category: "syscalls", name: "sys_exit_execve" }, required: false },
-    ProbeSpec { program: "sys_exit_execveat", hook: Hook::TracePoint { category: "syscalls", name: "sys_exit_execveat" }, required: false },
+    ProbeSpec {
+        program: "sched_process_exec",
+        hook: Hook::TracePoint {
+            category: "sched",
+            name: "sched_process_exec",
+        },
+        required: true,
+    },
+    ProbeSpec {
+        program: "task_newtask",
+        hook: Hook::RawTracePoint {
+            name: "task_newtask",
+        },
+        required: true,
+    },
+    ProbeSpec {
+        program: "sched_process_exit",
+        hook: Hook::TracePoint {
+            category: "sched",
+            name: "sched_process_exit",
+        },
+        required: true,
+    },
+    ProbeSpec {
+        program: "sys_enter_execve",
+        hook: Hook::TracePoint {
+            category: "syscalls",
+            name: "sys_enter_execve",
+        },
+        required: false,
+    },
+    ProbeSpec {
+        program: "sys_enter_execveat",
+        hook: Hook::TracePoint {
+            category: "syscalls",
+            name: "sys_enter_execveat",
+        },
+        required: false,
+    },
+    ProbeSpec {
+        program: "sys_exit_execve",
+        hook: Hook::TracePoint {
+            category: "syscalls",
+            name: "sys_exit_execve",
+        },
+        required: false,
+    },
+    ProbeSpec {
+        program: "sys_exit_execveat",
+        hook: Hook::TracePoint {
+            category: "syscalls",
+            name: "sys_exit_execveat",
+        },
+        required: false,
+    },
 ];
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -64,11 +117,18 @@ pub enum LoadError {
     #[error("loading the eBPF object failed: {0}")]
     Load(#[from] aya::EbpfError),
     #[error("required probe {program} ({hook}) did not attach: {error}")]
-    Required { program: &'static str, hook: String, error: String },
+    Required {
+        program: &'static str,
+        hook: String,
+        error: String,
+    },
     #[error("map {0} missing from the eBPF object")]
     MissingMap(&'static str),
     #[error("reading map {map}: {source}")]
-    Map { map: &'static str, source: aya::maps::MapError },
+    Map {
+        map: &'static str,
+        source: aya::maps::MapError,
+    },
 }
 
 pub struct LoadParams {
@@ -91,7 +151,9 @@ pub fn load(params: &LoadParams) -> Result<Ebpf, LoadError> {
 }
 
 fn attach_one(ebpf: &mut Ebpf, spec: &ProbeSpec) -> Result<(), String> {
-    let program = ebpf.program_mut(spec.program).ok_or("program missing from the eBPF object")?;
+    let program = ebpf
+        .program_mut(spec.program)
+        .ok_or("program missing from the eBPF object")?;
     match spec.hook {
         Hook::TracePoint { category, name } => {
             let tp: &mut TracePoint = program.try_into().map_err(|e| format!("{e}"))?;
@@ -121,7 +183,9 @@ pub fn attach_all(ebpf: &mut Ebpf) -> Result<Vec<ProbeStatus>, LoadError> {
         };
         match &status.error {
             None => tracing::info!(probe = spec.program, hook = %spec.hook, "probe attached"),
-            Some(e) => tracing::error!(probe = spec.program, hook = %spec.hook, error = %e, "probe failed to attach"),
+            Some(e) => {
+                tracing::error!(probe = spec.program, hook = %spec.hook, error = %e, "probe failed to attach")
+            }
         }
         if spec.required && !status.attached {
             return Err(LoadError::Required {
@@ -152,8 +216,11 @@ pub fn detach_all(ebpf: &mut Ebpf) {
 /// Per-CPU values of one slot of a per-CPU counter map.
 fn per_cpu(ebpf: &Ebpf, map: &'static str, index: u32) -> Result<Vec<u64>, LoadError> {
     let m = ebpf.map(map).ok_or(LoadError::MissingMap(map))?;
-    let array = PerCpuArray::<_, u64>::try_from(m).map_err(|source| LoadError::Map { map, source })?;
-    let values = array.get(&index, 0).map_err(|source| LoadError::Map { map, source })?;
+    let array =
+        PerCpuArray::<_, u64>::try_from(m).map_err(|source| LoadError::Map { map, source })?;
+    let values = array
+        .get(&index, 0)
+        .map_err(|source| LoadError::Map { map, source })?;
     Ok(values.iter().copied().collect())
 }
 
@@ -161,7 +228,10 @@ fn per_cpu(ebpf: &Ebpf, map: &'static str, index: u32) -> Result<Vec<u64>, LoadE
 pub fn reservation_failures(ebpf: &Ebpf) -> Result<Vec<Vec<u64>>, LoadError> {
     let mut by_cpu: Vec<Vec<u64>> = Vec::new();
     for kind in 0..KIND_SLOTS {
-        for (cpu, n) in per_cpu(ebpf, "RESERVE_FAILURES", kind)?.into_iter().enumerate() {
+        for (cpu, n) in per_cpu(ebpf, "RESERVE_FAILURES", kind)?
+            .into_iter()
+            .enumerate()
+        {
             if by_cpu.len() <= cpu {
                 by_cpu.resize(cpu + 1, vec![0; KIND_SLOTS as usize]);
             }
@@ -191,7 +261,10 @@ pub enum PreflightError {
     #[error("this kernel does not support BPF ring buffers (Linux 5.8 or newer is needed): {0}")]
     NoRingBuf(String),
     #[error("tracefs is not mounted at {path} and mounting it failed: {source}")]
-    Tracefs { path: String, source: std::io::Error },
+    Tracefs {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 const CAP_SYS_ADMIN: u32 = 21;
@@ -222,14 +295,20 @@ pub fn preflight(btf_path: &Path) -> Result<(), PreflightError> {
         missing.push("CAP_PERFMON");
     }
     if !missing.is_empty() {
-        return Err(PreflightError::Privileges { missing: missing.join(", ") });
+        return Err(PreflightError::Privileges {
+            missing: missing.join(", "),
+        });
     }
     if !btf_path.exists() {
-        return Err(PreflightError::NoBtf { path: btf_path.display().to_string() });
+        return Err(PreflightError::NoBtf {
+            path: btf_path.display().to_string(),
+        });
     }
     match aya::sys::is_map_supported(MapType::RingBuf) {
         Ok(true) => Ok(()),
-        Ok(false) => Err(PreflightError::NoRingBuf("BPF_MAP_TYPE_RINGBUF is unknown to the kernel".into())),
+        Ok(false) => Err(PreflightError::NoRingBuf(
+            "BPF_MAP_TYPE_RINGBUF is unknown to the kernel".into(),
+        )),
         Err(e) => Err(PreflightError::NoRingBuf(e.to_string())),
     }
 }
@@ -239,11 +318,23 @@ pub fn ensure_tracefs(path: &Path) -> Result<(), PreflightError> {
     if path.join("events").is_dir() {
         return Ok(());
     }
-    let err = |source| PreflightError::Tracefs { path: path.display().to_string(), source };
+    let err = |source| PreflightError::Tracefs {
+        path: path.display().to_string(),
+        source,
+    };
     std::fs::create_dir_all(path).map_err(err)?;
-    let target = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).map_err(|e| err(std::io::Error::other(e)))?;
+    let target = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|e| err(std::io::Error::other(e)))?;
     // SAFETY: valid NUL-terminated strings; no data argument.
-    let rc = unsafe { libc::mount(c"tracefs".as_ptr(), target.as_ptr(), c"tracefs".as_ptr(), 0, std::ptr::null()) };
+    let rc = unsafe {
+        libc::mount(
+            c"tracefs".as_ptr(),
+            target.as_ptr(),
+            c"tracefs".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
     if rc != 0 {
         return Err(err(std::io::Error::last_os_error()));
     }
@@ -254,7 +345,10 @@ pub fn ensure_tracefs(path: &Path) -> Result<(), PreflightError> {
 /// Raising RLIMIT_MEMLOCK matters only on kernels before 5.11 (memcg accounting): a failure is
 /// a warning, not an error.
 pub fn raise_memlock() {
-    let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
     // SAFETY: plain syscall with a valid pointer.
     if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
         tracing::debug!(error = %std::io::Error::last_os_error(), "could not raise RLIMIT_MEMLOCK; fine on kernels that charge BPF memory to memcg");

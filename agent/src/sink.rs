@@ -15,7 +15,10 @@ pub struct Sink {
 
 impl Sink {
     pub fn new(format: Print) -> Self {
-        Sink { format, out: BufWriter::with_capacity(1 << 16, std::io::stdout()) }
+        Sink {
+            format,
+            out: BufWriter::with_capacity(1 << 16, std::io::stdout()),
+        }
     }
 
     pub fn emit(&mut self, event: &Event, table: &ProcessTable) {
@@ -41,10 +44,22 @@ fn chain(event: &Event, table: &ProcessTable) -> String {
     let name = |id: &str| {
         table
             .image(id)
-            .map(|i| format!("{}({})", if i.comm.is_empty() { "?" } else { &i.comm }, i.tgid))
+            .map(|i| {
+                format!(
+                    "{}({})",
+                    if i.comm.is_empty() { "?" } else { &i.comm },
+                    i.tgid
+                )
+            })
             .unwrap_or_else(|| "?".into())
     };
-    let mut parts: Vec<String> = event.ancestors.iter().take(3).rev().map(|id| name(id)).collect();
+    let mut parts: Vec<String> = event
+        .ancestors
+        .iter()
+        .take(3)
+        .rev()
+        .map(|id| name(id))
+        .collect();
     if let Some(id) = &event.exec_id {
         parts.push(name(id));
     }
@@ -55,22 +70,44 @@ fn text_line(event: &Event, table: &ProcessTable) -> String {
     let t = event.time_ns as f64 / 1e9;
     let who = chain(event, table);
     match &event.detail {
-        Detail::Exec { argv, binary, uid, .. } => format!("[{t:.6}] exec   {who} {binary} {argv:?} uid={uid}"),
-        Detail::ExecFailed { filename, error, .. } => format!("[{t:.6}] exec!  {who} {filename} {error}"),
-        Detail::Fork { child_tgid, child_pid, thread, .. } => {
+        Detail::Exec {
+            argv, binary, uid, ..
+        } => format!("[{t:.6}] exec   {who} {binary} {argv:?} uid={uid}"),
+        Detail::ExecFailed {
+            filename, error, ..
+        } => format!("[{t:.6}] exec!  {who} {filename} {error}"),
+        Detail::Fork {
+            child_tgid,
+            child_pid,
+            thread,
+            ..
+        } => {
             let what = if *thread { "thread" } else { "fork  " };
             format!("[{t:.6}] {what} {who} → {child_tgid}/{child_pid}")
         }
-        Detail::Exit { code, signal, process, .. } => {
+        Detail::Exit {
+            code,
+            signal,
+            process,
+            ..
+        } => {
             let how = match (code, signal) {
                 (_, Some(s)) => format!("signal {s}"),
                 (Some(c), None) => format!("code {c}"),
                 _ => String::new(),
             };
-            format!("[{t:.6}] {} {who} {how}", if *process { "exit  " } else { "texit " })
+            format!(
+                "[{t:.6}] {} {who} {how}",
+                if *process { "exit  " } else { "texit " }
+            )
         }
         Detail::Snapshot { binary, .. } => format!("[{t:.6}] found  {who} {binary}"),
-        Detail::Loss { loss_cpu, missing, unexplained, .. } => {
+        Detail::Loss {
+            loss_cpu,
+            missing,
+            unexplained,
+            ..
+        } => {
             format!("[{t:.6}] LOSS   cpu {loss_cpu}: {missing} records missing, {unexplained} unexplained")
         }
     }

@@ -35,7 +35,14 @@ fn read_one(dir: &Path) -> Option<ProcEntry> {
     let binary = fs::read_link(dir.join("exe"))
         .map(|p| p.to_string_lossy().into_owned())
         .unwrap_or_default();
-    Some(ProcEntry { tgid, ppid, start_ticks, comm, binary, argv })
+    Some(ProcEntry {
+        tgid,
+        ppid,
+        start_ticks,
+        comm,
+        binary,
+        argv,
+    })
 }
 
 /// Every process under `proc_root` (normally `/proc`); ones that vanish mid-read are skipped.
@@ -43,7 +50,10 @@ pub fn read_processes(proc_root: &Path) -> std::io::Result<Vec<ProcEntry>> {
     let mut out = Vec::new();
     for entry in fs::read_dir(proc_root)? {
         let entry = entry?;
-        let is_pid = entry.file_name().to_str().is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()));
+        let is_pid = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()));
         if is_pid {
             out.extend(read_one(&entry.path()));
         }
@@ -59,9 +69,13 @@ mod tests {
 
     #[test]
     fn parses_stat_with_awkward_comm() {
-        let stat = "1234 (a) b (c)) S 1 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 98765 1000 10";
+        let stat =
+            "1234 (a) b (c)) S 1 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 98765 1000 10";
         let (pid, comm, ppid, start) = parse_stat(stat).unwrap();
-        assert_eq!((pid, comm.as_str(), ppid, start), (1234, "a) b (c)", 1, 98765));
+        assert_eq!(
+            (pid, comm.as_str(), ppid, start),
+            (1234, "a) b (c)", 1, 98765)
+        );
         assert!(parse_stat("garbage").is_none());
         assert!(parse_stat("1 (x) S 1").is_none());
     }
@@ -70,7 +84,10 @@ mod tests {
     fn reads_own_process() {
         let me = std::process::id();
         let all = read_processes(Path::new("/proc")).unwrap();
-        let mine = all.iter().find(|e| e.tgid == me).expect("own process listed");
+        let mine = all
+            .iter()
+            .find(|e| e.tgid == me)
+            .expect("own process listed");
         assert_eq!(mine.ppid, std::os::unix::process::parent_id());
         assert!(mine.start_ticks > 0);
     }

@@ -25,7 +25,9 @@ pub struct Stats {
 
 impl Stats {
     pub fn record(&mut self, kind: u32) {
-        let name = RecordKind::try_from(kind).map(RecordKind::name).unwrap_or("unknown");
+        let name = RecordKind::try_from(kind)
+            .map(RecordKind::name)
+            .unwrap_or("unknown");
         *self.records.entry(name).or_default() += 1;
     }
 

@@ -17,9 +17,11 @@ use std::{
 use serde_json::Value;
 
 pub fn agent_binary() -> PathBuf {
-    let path = std::env::var_os("LINEAGE_AGENT").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/lineage-agent")
-    });
+    let path = std::env::var_os("LINEAGE_AGENT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/lineage-agent")
+        });
     assert!(
         path.exists(),
         "agent binary {} not found: run the kernel tests with `cargo xtask test`",
@@ -31,7 +33,10 @@ pub fn agent_binary() -> PathBuf {
 pub fn require_root() {
     // SAFETY: no preconditions.
     let euid = unsafe { libc::geteuid() };
-    assert_eq!(euid, 0, "kernel tests load eBPF programs and must run as root (`cargo xtask test`)");
+    assert_eq!(
+        euid, 0,
+        "kernel tests load eBPF programs and must run as root (`cargo xtask test`)"
+    );
 }
 
 /// A running agent whose stdout (JSON lines) and stderr are collected in the background.
@@ -59,7 +64,10 @@ impl Agent {
             BufReader::new(out)
                 .lines()
                 .map_while(Result::ok)
-                .map(|l| serde_json::from_str(&l).unwrap_or_else(|e| panic!("agent printed a non-JSON line {l:?}: {e}")))
+                .map(|l| {
+                    serde_json::from_str(&l)
+                        .unwrap_or_else(|e| panic!("agent printed a non-JSON line {l:?}: {e}"))
+                })
                 .collect()
         });
         let stderr = Arc::new(Mutex::new(String::new()));
@@ -72,7 +80,12 @@ impl Agent {
                 s.push('\n');
             }
         });
-        let agent = Agent { child, stdout, stderr, stderr_thread };
+        let agent = Agent {
+            child,
+            stdout,
+            stderr,
+            stderr_thread,
+        };
         agent.wait_for_log("capturing", Duration::from_secs(30));
         agent
     }
@@ -93,7 +106,10 @@ impl Agent {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("agent did not log {needle:?} within {timeout:?}; its log:\n{}", self.log());
+        panic!(
+            "agent did not log {needle:?} within {timeout:?}; its log:\n{}",
+            self.log()
+        );
     }
 
     pub fn signal(&self, sig: i32) {
@@ -142,20 +158,28 @@ impl Run {
     }
 
     pub fn unexplained_loss(&self) -> u64 {
-        self.of_kind("loss").map(|e| e["unexplained"].as_u64().unwrap_or(0)).sum()
+        self.of_kind("loss")
+            .map(|e| e["unexplained"].as_u64().unwrap_or(0))
+            .sum()
     }
 
     pub fn argv(event: &Value) -> Vec<String> {
         event["argv"]
             .as_array()
-            .map(|a| a.iter().map(|s| s.as_str().unwrap_or_default().to_owned()).collect())
+            .map(|a| {
+                a.iter()
+                    .map(|s| s.as_str().unwrap_or_default().to_owned())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 }
 
 /// Runs a command to completion and returns its pid.
 pub fn run_to_end(cmd: &mut Command) -> u32 {
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
     let pid = child.id();
     child.wait().expect("wait");
     pid

@@ -5,7 +5,10 @@ use std::process::{Command, Output};
 use lineage_tests::{agent_binary, require_root};
 
 fn agent(args: &[&str]) -> Output {
-    Command::new(agent_binary()).args(args).output().expect("running lineage-agent")
+    Command::new(agent_binary())
+        .args(args)
+        .output()
+        .expect("running lineage-agent")
 }
 
 fn config_file(text: &str) -> tempfile::NamedTempFile {
@@ -16,25 +19,40 @@ fn config_file(text: &str) -> tempfile::NamedTempFile {
 
 fn assert_fails_naming(out: &Output, needle: &str) {
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "expected failure, got success; stderr:\n{stderr}");
-    assert!(stderr.contains(needle), "stderr does not name {needle:?}:\n{stderr}");
+    assert!(
+        !out.status.success(),
+        "expected failure, got success; stderr:\n{stderr}"
+    );
+    assert!(
+        stderr.contains(needle),
+        "stderr does not name {needle:?}:\n{stderr}"
+    );
 }
 
 #[test]
 fn unknown_config_key_is_an_error_naming_it() {
     let f = config_file("[capture]\nring_bufer_bytes = 65536\n");
-    assert_fails_naming(&agent(&["run", "--config", f.path().to_str().unwrap()]), "ring_bufer_bytes");
+    assert_fails_naming(
+        &agent(&["run", "--config", f.path().to_str().unwrap()]),
+        "ring_bufer_bytes",
+    );
 }
 
 #[test]
 fn wrong_type_is_an_error_naming_the_key() {
     let f = config_file("[capture]\npoll_interval_ms = \"fast\"\n");
-    assert_fails_naming(&agent(&["run", "--config", f.path().to_str().unwrap()]), "poll_interval_ms");
+    assert_fails_naming(
+        &agent(&["run", "--config", f.path().to_str().unwrap()]),
+        "poll_interval_ms",
+    );
 }
 
 #[test]
 fn invalid_ring_size_is_rejected() {
-    assert_fails_naming(&agent(&["run", "--ring-buffer-bytes", "100000"]), "capture.ring_buffer_bytes");
+    assert_fails_naming(
+        &agent(&["run", "--ring-buffer-bytes", "100000"]),
+        "capture.ring_buffer_bytes",
+    );
 }
 
 #[test]
@@ -46,7 +64,10 @@ fn unknown_flag_is_an_error() {
 fn missing_btf_is_named() {
     require_root();
     let f = config_file("[kernel]\nbtf_path = \"/nonexistent/vmlinux\"\n");
-    assert_fails_naming(&agent(&["run", "--config", f.path().to_str().unwrap()]), "no BTF");
+    assert_fails_naming(
+        &agent(&["run", "--config", f.path().to_str().unwrap()]),
+        "no BTF",
+    );
 }
 
 #[test]
@@ -54,7 +75,13 @@ fn unprivileged_run_names_the_missing_capabilities() {
     require_root();
     // Drop to nobody with no capabilities at all.
     let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"])
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+        ])
         .arg(agent_binary())
         .arg("run")
         .output()
@@ -70,5 +97,9 @@ fn print_default_config_is_valid_and_documented() {
     assert!(text.contains("ring_buffer_bytes = 16777216"));
     let f = config_file(&text);
     let check = agent(&["config", "check", "--config", f.path().to_str().unwrap()]);
-    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
 }

@@ -19,20 +19,37 @@ fn exec_with_argv<'a>(run: &'a Run, argv: &[&str]) -> &'a Value {
 #[test]
 fn known_tree_links_parents_and_exit_codes() {
     let agent = Agent::start(&[]);
-    let outer = run_to_end(Command::new("sh").args(["-c", "sh -c \"/bin/echo alpha beta gamma\""]).stdout(Stdio::null()));
+    let outer = run_to_end(
+        Command::new("sh")
+            .args(["-c", "sh -c \"/bin/echo alpha beta gamma\""])
+            .stdout(Stdio::null()),
+    );
     let run = agent.stop();
 
     let outer_exec = run.execs_of(outer);
-    assert_eq!(outer_exec.len(), 1, "one exec for the outer sh (pid {outer})");
+    assert_eq!(
+        outer_exec.len(),
+        1,
+        "one exec for the outer sh (pid {outer})"
+    );
     let outer_exec = outer_exec[0];
-    assert_eq!(Run::argv(outer_exec), ["sh", "-c", "sh -c \"/bin/echo alpha beta gamma\""]);
+    assert_eq!(
+        Run::argv(outer_exec),
+        ["sh", "-c", "sh -c \"/bin/echo alpha beta gamma\""]
+    );
 
     let inner = exec_with_argv(&run, &["sh", "-c", "/bin/echo alpha beta gamma"]);
-    assert_eq!(inner["parent_exec_id"], outer_exec["exec_id"], "inner sh's parent is the outer sh");
+    assert_eq!(
+        inner["parent_exec_id"], outer_exec["exec_id"],
+        "inner sh's parent is the outer sh"
+    );
     assert_eq!(inner["ppid"], outer);
 
     let echo = exec_with_argv(&run, &["/bin/echo", "alpha", "beta", "gamma"]);
-    assert_eq!(echo["parent_exec_id"], inner["exec_id"], "echo's parent is the inner sh");
+    assert_eq!(
+        echo["parent_exec_id"], inner["exec_id"],
+        "echo's parent is the inner sh"
+    );
     assert_eq!(echo["binary"], "/bin/echo");
     assert_eq!(echo["ancestors"][0], inner["exec_id"]);
     assert_eq!(echo["ancestors"][1], outer_exec["exec_id"]);
@@ -88,7 +105,10 @@ fn exec_storm_is_complete_or_declares_its_loss() {
     if lost == 0 {
         assert_eq!(seen, N, "no loss declared, so every exec must be there");
     } else {
-        assert!(seen + lost as usize >= N, "{seen} seen + {lost} declared lost < {N}");
+        assert!(
+            seen + lost as usize >= N,
+            "{seen} seen + {lost} declared lost < {N}"
+        );
     }
 }
 
@@ -107,20 +127,40 @@ fn loss_under_a_stalled_reader_is_declared_exactly() {
     let shell_exec = run.execs_of(shell).first().map(|e| e["exec_id"].clone());
     let seen = run
         .of_kind("exec")
-        .filter(|e| shell_exec.is_some() && e["parent_exec_id"] == *shell_exec.as_ref().unwrap() && e["binary"] == "/bin/true")
+        .filter(|e| {
+            shell_exec.is_some()
+                && e["parent_exec_id"] == *shell_exec.as_ref().unwrap()
+                && e["binary"] == "/bin/true"
+        })
         .count();
     let lost = run.declared_loss("exec");
-    let missing: u64 = run.of_kind("loss").map(|e| e["missing"].as_u64().unwrap()).sum();
+    let missing: u64 = run
+        .of_kind("loss")
+        .map(|e| e["missing"].as_u64().unwrap())
+        .sum();
     let failures: u64 = run
         .of_kind("loss")
         .flat_map(|e| e["failures"].as_array().cloned().unwrap_or_default())
         .map(|f| f[1].as_u64().unwrap())
         .sum();
     println!("stalled reader: {seen} of {N} execs seen, {lost} exec records declared lost, {missing} records missing, {failures} reservation failures");
-    assert!(lost > 0, "a 64 KiB ring with a stopped reader must overflow");
-    assert_eq!(run.unexplained_loss(), 0, "every missing record is explained by a kernel counter");
-    assert_eq!(missing, failures, "sequence gaps and reservation failures agree exactly");
-    assert!(seen + lost as usize >= N, "{seen} seen + {lost} declared lost < {N}");
+    assert!(
+        lost > 0,
+        "a 64 KiB ring with a stopped reader must overflow"
+    );
+    assert_eq!(
+        run.unexplained_loss(),
+        0,
+        "every missing record is explained by a kernel counter"
+    );
+    assert_eq!(
+        missing, failures,
+        "sequence gaps and reservation failures agree exactly"
+    );
+    assert!(
+        seen + lost as usize >= N,
+        "{seen} seen + {lost} declared lost < {N}"
+    );
 }
 
 #[test]
@@ -143,9 +183,15 @@ fn failed_execs_carry_errno() {
             .clone()
     };
     let enoent = failure(&missing);
-    assert_eq!((enoent["errno"].as_i64(), enoent["error"].as_str()), (Some(2), Some("ENOENT")));
+    assert_eq!(
+        (enoent["errno"].as_i64(), enoent["error"].as_str()),
+        (Some(2), Some("ENOENT"))
+    );
     let eacces = failure(&not_exec);
-    assert_eq!((eacces["errno"].as_i64(), eacces["error"].as_str()), (Some(13), Some("EACCES")));
+    assert_eq!(
+        (eacces["errno"].as_i64(), eacces["error"].as_str()),
+        (Some(13), Some("EACCES"))
+    );
 }
 
 #[test]
@@ -168,7 +214,10 @@ fn process_started_before_the_agent_is_in_the_snapshot_and_its_child_links_to_it
         .unwrap_or_else(|| panic!("process {early_pid} missing from the startup snapshot"));
     assert_eq!(snap["origin"], "snapshot");
     let child = exec_with_argv(&run, &["/bin/echo", "child-of-early-process"]);
-    assert_eq!(child["parent_exec_id"], snap["exec_id"], "the child links to the snapshotted parent");
+    assert_eq!(
+        child["parent_exec_id"], snap["exec_id"],
+        "the child links to the snapshotted parent"
+    );
 }
 
 #[test]
@@ -179,25 +228,38 @@ fn huge_argv_is_truncated_and_flagged_and_the_agent_keeps_running() {
     let agent = Agent::start(&[]);
     run_to_end(Command::new("/bin/true").args([&big, &big, &big, &big]));
     run_to_end(Command::new("/bin/true").args(&many));
-    run_to_end(Command::new("/bin/echo").arg("still-capturing").stdout(Stdio::null()));
+    run_to_end(
+        Command::new("/bin/echo")
+            .arg("still-capturing")
+            .stdout(Stdio::null()),
+    );
     let run = agent.stop();
 
     let huge = run
         .of_kind("exec")
-        .find(|e| e["binary"] == "/bin/true" && Run::argv(e).get(1).is_some_and(|a| a.starts_with("xxxx")))
+        .find(|e| {
+            e["binary"] == "/bin/true" && Run::argv(e).get(1).is_some_and(|a| a.starts_with("xxxx"))
+        })
         .expect("exec with the 200 KiB argv");
     assert_eq!(huge["args_truncated"], true);
     // NUL-separated; the cut-off last string has no NUL of its own.
     let argv = Run::argv(huge);
     let captured: usize = argv.iter().map(String::len).sum::<usize>() + argv.len() - 1;
-    assert_eq!(captured, 4096, "argv is captured up to exactly the 4096-byte cap");
+    assert_eq!(
+        captured, 4096,
+        "argv is captured up to exactly the 4096-byte cap"
+    );
 
     let long_list = run
         .of_kind("exec")
         .find(|e| e["binary"] == "/bin/true" && Run::argv(e).get(1).is_some_and(|a| a == "0"))
         .expect("exec with 300 arguments");
     assert_eq!(long_list["args_truncated"], true);
-    assert_eq!(Run::argv(long_list).len(), 128, "argv capture stops at 128 entries");
+    assert_eq!(
+        Run::argv(long_list).len(),
+        128,
+        "argv capture stops at 128 entries"
+    );
     assert_eq!(Run::argv(long_list)[127], "126");
 
     exec_with_argv(&run, &["/bin/echo", "still-capturing"]);

@@ -38,7 +38,14 @@ fn main() -> Result<()> {
 }
 
 fn build_release() -> Result<()> {
-    cargo(&["build", "--release", "-p", "lineage-agent", "-p", "lineagectl"])
+    cargo(&[
+        "build",
+        "--release",
+        "-p",
+        "lineage-agent",
+        "-p",
+        "lineagectl",
+    ])
 }
 
 fn run(args: Vec<String>) -> Result<()> {
@@ -53,7 +60,11 @@ fn run(args: Vec<String>) -> Result<()> {
         full.extend(["--print".into(), "text".into()]);
     }
     full.extend(args);
-    eprintln!("xtask: starting {} {} (Ctrl-C stops it)", agent.display(), full.join(" "));
+    eprintln!(
+        "xtask: starting {} {} (Ctrl-C stops it)",
+        agent.display(),
+        full.join(" ")
+    );
     shell::run_command(std::process::Command::new(agent).args(&full))
 }
 
@@ -67,11 +78,25 @@ fn test() -> Result<()> {
     }
     build_release()?;
     eprintln!("xtask: unit tests");
-    cargo(&["test", "--workspace", "--exclude", "agent-ebpf", "--exclude", "lineage-tests"])?;
+    cargo(&[
+        "test",
+        "--workspace",
+        "--exclude",
+        "agent-ebpf",
+        "--exclude",
+        "lineage-tests",
+    ])?;
     eprintln!("xtask: kernel integration tests (root, one at a time)");
     let agent = workspace_root().join("target/release/lineage-agent");
     std::env::set_var("LINEAGE_AGENT", &agent);
-    cargo(&["test", "--release", "-p", "lineage-tests", "--", "--test-threads=1"])?;
+    cargo(&[
+        "test",
+        "--release",
+        "-p",
+        "lineage-tests",
+        "--",
+        "--test-threads=1",
+    ])?;
     eprintln!("xtask: all tests passed");
     Ok(())
 }

@@ -41,7 +41,8 @@ impl Missing {
 }
 
 fn package_installed(name: &str) -> bool {
-    output("dpkg-query", &["-W", "-f=${Status}", name]).is_some_and(|s| s.contains("install ok installed"))
+    output("dpkg-query", &["-W", "-f=${Status}", name])
+        .is_some_and(|s| s.contains("install ok installed"))
 }
 
 fn bpf_linker_ok() -> bool {
@@ -49,13 +50,21 @@ fn bpf_linker_ok() -> bool {
 }
 
 fn toolchain_linked() -> bool {
-    output("rustup", &["run", TOOLCHAIN_NAME, "rustc", "--print", "sysroot"]).is_some_and(|s| s.trim() == "/usr")
+    output(
+        "rustup",
+        &["run", TOOLCHAIN_NAME, "rustc", "--print", "sysroot"],
+    )
+    .is_some_and(|s| s.trim() == "/usr")
         && Path::new("/usr/lib/rustlib/src/rust/library/core").is_dir()
 }
 
 fn check() -> Missing {
     Missing {
-        packages: APT_PACKAGES.iter().copied().filter(|p| !package_installed(p)).collect(),
+        packages: APT_PACKAGES
+            .iter()
+            .copied()
+            .filter(|p| !package_installed(p))
+            .collect(),
         bpf_linker: !bpf_linker_ok(),
         toolchain_link: !toolchain_linked(),
     }
@@ -64,7 +73,8 @@ fn check() -> Missing {
 fn is_apt_system() -> bool {
     let release = std::fs::read_to_string("/etc/os-release").unwrap_or_default();
     let debian_like = release.lines().any(|l| {
-        (l.starts_with("ID=") || l.starts_with("ID_LIKE=")) && (l.contains("debian") || l.contains("ubuntu"))
+        (l.starts_with("ID=") || l.starts_with("ID_LIKE="))
+            && (l.contains("debian") || l.contains("ubuntu"))
     });
     debian_like && output("apt-get", &["--version"]).is_some()
 }
@@ -91,41 +101,74 @@ pub fn run() -> Result<()> {
         return Ok(());
     }
     if !is_apt_system() {
-        bail!("setup supports Debian and Ubuntu (apt). On this system, install by hand:\n{}", describe(&missing));
+        bail!(
+            "setup supports Debian and Ubuntu (apt). On this system, install by hand:\n{}",
+            describe(&missing)
+        );
     }
     if !is_root() {
-        bail!("setup installs system packages and must run as root. Missing:\n{}", describe(&missing));
+        bail!(
+            "setup installs system packages and must run as root. Missing:\n{}",
+            describe(&missing)
+        );
     }
     if !missing.packages.is_empty() {
         eprintln!("setup: installing {}", missing.packages.join(" "));
         run_command(Command::new("apt-get").args(["update", "-q"]))?;
-        run_command(Command::new("apt-get")
-            .args(["install", "-y", "-q", "--no-install-recommends"])
-            .args(&missing.packages)
-            .env("DEBIAN_FRONTEND", "noninteractive"))
+        run_command(
+            Command::new("apt-get")
+                .args(["install", "-y", "-q", "--no-install-recommends"])
+                .args(&missing.packages)
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )
         .context("installing the build packages (see the apt-get output above)")?;
     }
     if !bpf_linker_ok() {
-        eprintln!("setup: building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (about 2 minutes)");
-        run_command(Command::new("cargo")
-            .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--no-default-features", "--features", "llvm-22"])
-            .env("LLVM_PREFIX", LLVM_PREFIX))?;
+        eprintln!(
+            "setup: building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (about 2 minutes)"
+        );
+        run_command(
+            Command::new("cargo")
+                .args([
+                    "install",
+                    "bpf-linker",
+                    "--version",
+                    BPF_LINKER_VERSION,
+                    "--no-default-features",
+                    "--features",
+                    "llvm-22",
+                ])
+                .env("LLVM_PREFIX", LLVM_PREFIX),
+        )?;
     }
     if !toolchain_linked() {
         eprintln!("setup: linking Debian's rustc as rustup toolchain `{TOOLCHAIN_NAME}`");
         let dir = Path::new(TOOLCHAIN_DIR);
         std::fs::create_dir_all(dir.join("bin"))?;
         std::fs::create_dir_all(dir.join("lib"))?;
-        for (link, target) in [("bin/rustc", "/usr/bin/rustc"), ("bin/cargo", "/usr/bin/cargo"), ("lib/rustlib", "/usr/lib/rustlib")] {
+        for (link, target) in [
+            ("bin/rustc", "/usr/bin/rustc"),
+            ("bin/cargo", "/usr/bin/cargo"),
+            ("lib/rustlib", "/usr/lib/rustlib"),
+        ] {
             let link = dir.join(link);
             let _ = std::fs::remove_file(&link);
-            std::os::unix::fs::symlink(target, &link).with_context(|| format!("linking {}", link.display()))?;
+            std::os::unix::fs::symlink(target, &link)
+                .with_context(|| format!("linking {}", link.display()))?;
         }
-        run_command(Command::new("rustup").args(["toolchain", "link", TOOLCHAIN_NAME, TOOLCHAIN_DIR]))?;
+        run_command(Command::new("rustup").args([
+            "toolchain",
+            "link",
+            TOOLCHAIN_NAME,
+            TOOLCHAIN_DIR,
+        ]))?;
     }
     let left = check();
     if !left.nothing() {
-        bail!("setup finished but these are still missing:\n{}", describe(&left));
+        bail!(
+            "setup finished but these are still missing:\n{}",
+            describe(&left)
+        );
     }
     eprintln!("setup: done");
     Ok(())
