@@ -10,7 +10,7 @@
 
 use crate::digest::{genesis_link, leaf_hash, link_hash, Digest, HostId};
 pub use crate::entry::ChainPosition;
-use crate::entry::{Event, KeyRotation, ENTRY_HEADER_LEN, MAX_ENTRY_LEN};
+use crate::entry::{Entry, Event, KeyRotation, StartReason, ENTRY_HEADER_LEN, MAX_ENTRY_LEN};
 use crate::keys::{PublicKey, SecretKey};
 use crate::merkle;
 use crate::segment::{SealedSegment, SegmentHeader, SegmentView, ENTRIES_OFFSET, MAX_SEGMENT_LEN};
@@ -154,6 +154,36 @@ impl ChainWriter {
             });
         }
         Ok(Self::from_state(ChainState::after(&view.header)))
+    }
+
+    /// Like [`ChainWriter::resume`], and also says which AGENT_START reason applies: a new
+    /// chain is a first start; a chain whose last entry is AGENT_STOP was stopped cleanly
+    /// (restart); anything else ended without AGENT_STOP (recovered after a crash). Empty
+    /// heartbeat seals after the last entry are skipped, looking back at most 100,000 segments.
+    pub fn resume_for_start(
+        store: &SegmentStore,
+        host_id: HostId,
+    ) -> Result<(Self, StartReason), ResumeError> {
+        let w = Self::resume(store, host_id)?;
+        if w.state.next_index == 0 {
+            return Ok((w, StartReason::FirstStart));
+        }
+        let mut n = w.state.next_segment;
+        let mut reason = StartReason::RecoveredAfterCrash;
+        for _ in 0..100_000 {
+            let Some(prev) = n.checked_sub(1) else { break };
+            n = prev;
+            let bytes = store.read(n)?;
+            let corrupt = |source| ResumeError::CorruptTail { number: n, source };
+            let view = SegmentView::parse(&bytes).map_err(corrupt)?;
+            if let Some(last) = view.entries().last() {
+                if matches!(Entry::parse(last), Ok(Entry::AgentStop(_))) {
+                    reason = StartReason::Restart;
+                }
+                break;
+            }
+        }
+        Ok((w, reason))
     }
 
     /// The chain state including unsealed entries.

@@ -189,7 +189,36 @@ mod tests {
     use super::*;
     use crate::chain::ChainWriter;
     use crate::digest::HostId;
+    use crate::entry::{AgentStop, StartReason, StopReason};
     use crate::keys::SecretKey;
+
+    #[test]
+    fn start_reason_follows_the_stored_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SegmentStore::create(dir.path()).unwrap();
+        let host = HostId([1; 16]);
+        let key = SecretKey::from_seed([1; 32]);
+        let (mut w, reason) = ChainWriter::resume_for_start(&store, host).unwrap();
+        assert_eq!(reason, StartReason::FirstStart);
+        w.append_event(1, b"a").unwrap();
+        w.append_with(|b| {
+            AgentStop {
+                reason: StopReason::Requested,
+                time_ns: 1,
+            }
+            .encode_into(b)
+        })
+        .unwrap();
+        store.write(&w.seal(1, &key)).unwrap();
+        store.write(&w.seal(2, &key)).unwrap(); // an empty seal after the stop
+        let (mut w, reason) = ChainWriter::resume_for_start(&store, host).unwrap();
+        assert_eq!(reason, StartReason::Restart);
+        assert_eq!(w.position().next_index, 2);
+        w.append_event(1, b"b").unwrap();
+        store.write(&w.seal(3, &key)).unwrap();
+        let (_, reason) = ChainWriter::resume_for_start(&store, host).unwrap();
+        assert_eq!(reason, StartReason::RecoveredAfterCrash);
+    }
 
     #[test]
     fn names_round_trip() {
@@ -222,6 +251,12 @@ mod tests {
         other.header.seal_time_ns = 2;
         assert!(matches!(store.write(&other), Err(StoreError::Conflict(_))));
 
+        let (_, reason) = ChainWriter::resume_for_start(&store, host).unwrap();
+        assert_eq!(
+            reason,
+            StartReason::RecoveredAfterCrash,
+            "no AGENT_STOP before the end"
+        );
         let mut r = ChainWriter::resume(&store, host).unwrap();
         assert_eq!(r.position(), w.position());
         let (i, _) = r.append_event(1, b"b").unwrap();
