@@ -174,6 +174,10 @@ impl SegmentStore {
 /// Reads at most [`MAX_SEGMENT_LEN`] bytes from `path`, failing if there are more.
 pub fn read_bounded(path: &Path) -> Result<Vec<u8>, StoreError> {
     let f = File::open(path).map_err(io(path))?;
+    // Refuse by size before reading, so a hostile file costs no memory.
+    if f.metadata().map_err(io(path))?.len() > MAX_SEGMENT_LEN {
+        return Err(StoreError::TooLarge(path.to_owned()));
+    }
     let mut buf = Vec::new();
     f.take(MAX_SEGMENT_LEN + 1)
         .read_to_end(&mut buf)

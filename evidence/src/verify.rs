@@ -412,6 +412,19 @@ impl Verifier {
         self.notices.push(n.into());
     }
 
+    /// Records a file that could not be read as a segment at all (reported as MODIFIED).
+    pub fn add_unreadable(&mut self, file: &str, name_number: Option<u64>, why: &str) {
+        self.files += 1;
+        self.broken.extend(name_number);
+        let mut f = Finding::new(
+            FindingKind::Modified,
+            format!("segment file unusable: {why}"),
+        )
+        .file(file);
+        f.segments = name_number.map(Range::one);
+        self.findings.push(f);
+    }
+
     /// Pass one over one file. `name_number` is the number in the file's name, if it has one.
     pub fn add_file(&mut self, file: &str, name_number: Option<u64>, bytes: &[u8]) {
         self.files += 1;
@@ -984,8 +997,16 @@ pub fn verify_dir(dir: &Path, opts: &VerifyOptions) -> Result<Report, VerifyErro
         ));
     }
     for (n, path) in &listing.segments {
-        let bytes = store.read_path(path)?;
-        v.add_file(&path.display().to_string(), Some(*n), &bytes);
+        match store.read_path(path) {
+            Ok(bytes) => v.add_file(&path.display().to_string(), Some(*n), &bytes),
+            // An oversized file is hostile content, not an I/O failure: report it and go on.
+            Err(StoreError::TooLarge(_)) => v.add_unreadable(
+                &path.display().to_string(),
+                Some(*n),
+                "larger than any valid segment",
+            ),
+            Err(e) => return Err(e.into()),
+        }
     }
     Ok(v.finish())
 }

@@ -464,3 +464,16 @@ fn segment_from_another_host_is_a_fork() {
         .iter()
         .all(|f| f.segments.is_some_and(|s| s.contains(3))));
 }
+
+#[test]
+fn oversized_file_is_a_finding_not_an_abort() {
+    let dir = tempfile::tempdir().unwrap();
+    build_log(dir.path(), 3, 2, 10);
+    // A sparse file just over the 1 GiB limit in segment 1's place.
+    let f = fs::File::create(seg_path(dir.path(), 1)).unwrap();
+    f.set_len(lineage_evidence::segment::MAX_SEGMENT_LEN + 1)
+        .unwrap();
+    let r = verify_dir(dir.path(), &trusted()).unwrap();
+    assert_eq!(kinds(&r), vec![FindingKind::Modified]);
+    assert_eq!(r.findings[0].segments, Some(Range::one(1)));
+}
