@@ -14,7 +14,7 @@ use aya_ebpf::{
 use lineage_common::{RecordHeader, RecordKind};
 
 use crate::{
-    maps::{agent_tgid, EVENTS, RESERVE_FAILURES, SEQUENCE, WAKEUP_BYTES},
+    maps::{agent_tgid, EVENTS, RESERVE_FAILURES, RING_FILL, SEQUENCE, WAKEUP_BYTES},
     task::Task,
 };
 
@@ -88,6 +88,10 @@ pub fn reserve<T: 'static>(kind: RecordKind) -> Option<RingBufEntry<T>> {
 pub fn submit_flags() -> u64 {
     let size = EVENTS.query(BPF_RB_RING_SIZE);
     let used = EVENTS.query(BPF_RB_AVAIL_DATA);
+    if let Some(slot) = RING_FILL.get_ptr_mut(0) {
+        // SAFETY: per-CPU slot.
+        unsafe { *slot = used };
+    }
     // SAFETY: a read-only global written by the loader.
     let threshold = unsafe { core::ptr::read_volatile(&WAKEUP_BYTES) };
     if size.saturating_sub(used) < threshold {

@@ -19,6 +19,10 @@ pub static SEQUENCE: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 pub static RESERVE_FAILURES: PerCpuArray<u64> = PerCpuArray::with_max_entries(KIND_SLOTS, 0);
 
+/// Per-CPU bytes waiting in the ring buffer at this CPU's last submit (a fill gauge).
+#[map]
+pub static RING_FILL: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
 /// Per-CPU scratch space for the one record too big for the BPF stack.
 #[map]
 pub static EXEC_ARGS_SCRATCH: PerCpuArray<ExecArgsScratch> = PerCpuArray::with_max_entries(1, 0);

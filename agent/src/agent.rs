@@ -1,5 +1,6 @@
-//! The capture loop: load and attach, snapshot, drain the ring buffer, reconcile loss, and on
-//! shutdown detach and drain once more so nothing submitted is left behind.
+//! The agent's lifecycle around the capture loop: open the evidence store, load and attach,
+//! record AGENT_START, snapshot, drain / reconcile / seal until a signal, then drain once more,
+//! record AGENT_STOP and seal, so nothing submitted is left behind.
 
 use std::{
     path::Path,
@@ -8,6 +9,10 @@ use std::{
 
 use anyhow::Context as _;
 use aya::maps::{MapData, RingBuf};
+use lineage_evidence::{
+    digest::Digest,
+    entry::{AgentStart, ProgramDigest, StopReason},
+};
 use tokio::{
     io::unix::AsyncFd,
     signal::unix::{signal, SignalKind},
@@ -16,20 +21,36 @@ use tokio::{
 
 use crate::{
     btf::Btf,
-    config::Config,
+    config::{Config, Fsync},
+    datadir::DataDir,
+    event::Event,
+    metrics::{self, Page},
     pipeline::Pipeline,
-    probes::{self, LoadParams},
+    probes::{self, LoadParams, ProbeStatus},
+    recorder::{Recorder, SealPolicy},
+    report,
     sink::Sink,
     snapshot,
 };
 
-fn boot_time_ns() -> u64 {
+/// How often the recorder checks its seal cadence and the metrics page is refreshed.
+const TICK: Duration = Duration::from_millis(100);
+
+pub fn boot_time_ns() -> u64 {
+    clock_ns(libc::CLOCK_BOOTTIME)
+}
+
+fn wall_time_ns() -> u64 {
+    clock_ns(libc::CLOCK_REALTIME)
+}
+
+fn clock_ns(clock: libc::clockid_t) -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    // SAFETY: valid pointer; CLOCK_BOOTTIME matches bpf_ktime_get_boot_ns.
-    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    // SAFETY: valid pointer. CLOCK_BOOTTIME matches bpf_ktime_get_boot_ns.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
@@ -41,34 +62,123 @@ fn read_boot_id(proc_root: &Path) -> anyhow::Result<String> {
         .to_owned())
 }
 
-struct Drain<'a> {
-    pipeline: &'a mut Pipeline,
-    sink: &'a mut Sink,
+/// Where every produced event goes: stdout (if asked) and the chain.
+struct Outputs {
+    sink: Sink,
+    recorder: Recorder,
+    /// Reused buffer for the chain encoding of one event.
+    buf: Vec<u8>,
 }
 
-impl Drain<'_> {
-    fn drain(&mut self, ring: &mut RingBuf<MapData>) -> usize {
+impl Outputs {
+    fn emit(&mut self, mut event: Event, pipeline: &Pipeline) {
+        self.sink.emit(&event, pipeline.table());
+        // Ancestry is derivable from parent links on the chain; it is only kept live.
+        event.ancestors.clear();
+        self.buf.clear();
+        if serde_json::to_writer(&mut self.buf, &event).is_ok() {
+            self.recorder.append_event(&self.buf, event.time_ns);
+        }
+        if let crate::event::Detail::Loss { .. } = &event.detail {
+            for loss in report::loss_entries(&event) {
+                self.recorder.append_loss(&loss, event.time_ns);
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        self.sink.flush();
+        self.recorder.flush();
+    }
+
+    fn drain(&mut self, ring: &mut RingBuf<MapData>, pipeline: &mut Pipeline) -> usize {
         let now = Instant::now();
         let mut n = 0;
         while let Some(item) = ring.next() {
             n += 1;
-            if let Some(event) = self.pipeline.handle(&item, now) {
-                self.sink.emit(&event, self.pipeline.table());
+            if let Some(event) = pipeline.handle(&item, now) {
+                drop(item);
+                self.emit(event, pipeline);
+                if self.recorder.full() {
+                    self.recorder.seal(boot_time_ns());
+                }
             }
         }
         if n > 0 {
-            self.sink.flush();
+            self.flush();
         }
         n
     }
+
+    fn reconcile(&mut self, ebpf: &aya::Ebpf, pipeline: &mut Pipeline) -> anyhow::Result<()> {
+        let failures = probes::reservation_failures(ebpf)?;
+        for event in pipeline.reconcile(&failures, Instant::now(), boot_time_ns()) {
+            self.emit(event, pipeline);
+        }
+        self.flush();
+        Ok(())
+    }
+}
+
+fn config_digest(config: &Config) -> Digest {
+    Digest(*blake3::hash(toml::to_string(config).unwrap_or_default().as_bytes()).as_bytes())
+}
+
+/// AGENT_START names the object that was loaded and each program the kernel accepted (by the
+/// kernel's own program tag), so a verifier can tell which capture code produced the chain.
+fn program_digests(ebpf: &aya::Ebpf, statuses: &[ProbeStatus]) -> Vec<ProgramDigest> {
+    let mut out = vec![ProgramDigest {
+        name: "lineage-probes.o".into(),
+        digest: Digest(*blake3::hash(probes::object_bytes()).as_bytes()),
+    }];
+    for status in statuses.iter().filter(|s| s.attached) {
+        let tag = probes::kernel_tag(ebpf, status.program).unwrap_or_default();
+        out.push(ProgramDigest {
+            name: status.program.into(),
+            digest: Digest(*blake3::hash(&tag.to_le_bytes()).as_bytes()),
+        });
+    }
+    out
 }
 
 pub async fn run(config: Config, duration: Option<Duration>) -> anyhow::Result<()> {
+    // Everything that can be wrong with the config or the data dir fails before the kernel.
+    let metrics_addr = config.metrics.address()?;
+    let data = DataDir::open(&config.evidence.data_dir)?;
+    let host = data.host_id(&config.evidence.machine_id_path)?;
+    let key = data.signing_key(config.evidence.key_path.as_deref())?;
     probes::preflight(&config.kernel.btf_path)?;
     probes::ensure_tracefs(&config.kernel.tracefs_path)?;
     probes::raise_memlock();
     let offsets = Btf::from_file(&config.kernel.btf_path.to_string_lossy())?.kernel_offsets()?;
     let boot_id = read_boot_id(&config.kernel.proc_path)?;
+
+    let policy = SealPolicy {
+        interval: Duration::from_millis(config.evidence.seal_interval_ms),
+        max_entries: config.evidence.seal_max_entries,
+        max_bytes: config.evidence.seal_max_bytes as usize,
+        heartbeat: Duration::from_millis(config.evidence.heartbeat_interval_ms),
+        fsync_journal: config.evidence.fsync == Fsync::Batch,
+    };
+    let (recorder, recovery) = Recorder::open(
+        &data.root,
+        &data.wal_path(),
+        host,
+        key,
+        policy,
+        boot_time_ns(),
+    )?;
+    tracing::info!(
+        data_dir = %data.root.display(),
+        host_id = %host.to_hex(),
+        key_id = %recorder.public_key().key_id(),
+        reason = ?recovery.reason,
+        next_index = recovery.last_durable.next_index,
+        recovered_entries = recovery.replay.recovered,
+        discarded_bytes = recovery.replay.discarded_bytes,
+        "evidence store opened (verify with: lineagectl verify {})",
+        data.root.display()
+    );
 
     let mut ebpf = probes::load(&LoadParams {
         agent_tgid: std::process::id(),
@@ -87,20 +197,37 @@ pub async fn run(config: Config, duration: Option<Duration>) -> anyhow::Result<(
         cpus,
         Duration::from_millis(config.capture.loss_grace_ms),
     );
-    let mut sink = Sink::new(config.output.print);
+    let mut out = Outputs {
+        sink: Sink::new(config.output.print),
+        recorder,
+        buf: Vec::with_capacity(1024),
+    };
 
     // The reader exists before anything is attached, so nothing is submitted unread.
     let statuses = probes::attach_all(&mut ebpf)?;
-    let attached = statuses.iter().filter(|s| s.attached).count();
+    let start = AgentStart {
+        reason: recovery.reason,
+        config_digest: config_digest(&config),
+        last_durable: recovery.last_durable,
+        agent_version: format!("lineage-agent {}", env!("CARGO_PKG_VERSION")),
+        programs: program_digests(&ebpf, &statuses),
+    };
+    out.recorder.append_start(&start, boot_time_ns())?;
 
     let entries = snapshot::read_processes(&config.kernel.proc_path)
         .with_context(|| format!("reading {}", config.kernel.proc_path.display()))?;
     for event in pipeline.snapshot(entries, boot_time_ns()) {
-        sink.emit(&event, pipeline.table());
+        out.emit(event, &pipeline);
     }
-    sink.flush();
+    out.flush();
+    let page = Page::default();
+    if let Some(addr) = metrics_addr {
+        metrics::serve(addr, page.clone())
+            .await
+            .with_context(|| format!("metrics endpoint on {addr}"))?;
+    }
     tracing::info!(
-        probes = attached,
+        probes = statuses.iter().filter(|s| s.attached).count(),
         of = statuses.len(),
         processes = pipeline.table().len(),
         ring_buffer_bytes = config.capture.ring_buffer_bytes,
@@ -113,46 +240,40 @@ pub async fn run(config: Config, duration: Option<Duration>) -> anyhow::Result<(
     poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut reconcile = interval(Duration::from_millis(config.capture.reconcile_interval_ms));
     reconcile.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut tick = interval(TICK);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let deadline = tokio::time::sleep(duration.unwrap_or(Duration::from_secs(u64::MAX / 4)));
     tokio::pin!(deadline);
 
-    loop {
+    let (reason, stop) = loop {
         tokio::select! {
-            _ = sigterm.recv() => { tracing::info!("SIGTERM: stopping"); break; }
-            _ = sigint.recv() => { tracing::info!("SIGINT: stopping"); break; }
-            _ = &mut deadline => { tracing::info!("duration reached: stopping"); break; }
+            _ = sigterm.recv() => break ("SIGTERM", StopReason::Signal),
+            _ = sigint.recv() => break ("SIGINT", StopReason::Signal),
+            _ = &mut deadline => break ("duration reached", StopReason::Requested),
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
-                Drain { pipeline: &mut pipeline, sink: &mut sink }.drain(guard.get_inner_mut());
+                out.drain(guard.get_inner_mut(), &mut pipeline);
                 guard.clear_ready();
             }
             _ = poll.tick() => {
-                Drain { pipeline: &mut pipeline, sink: &mut sink }.drain(ring.get_mut());
+                out.drain(ring.get_mut(), &mut pipeline);
             }
-            _ = reconcile.tick() => {
-                let failures = probes::reservation_failures(&ebpf)?;
-                for event in pipeline.reconcile(&failures, Instant::now(), boot_time_ns()) {
-                    sink.emit(&event, pipeline.table());
-                }
-                sink.flush();
+            _ = reconcile.tick() => out.reconcile(&ebpf, &mut pipeline)?,
+            _ = tick.tick() => {
+                out.recorder.tick(boot_time_ns(), wall_time_ns());
+                page.set(report::metrics_page(&pipeline, &out.recorder, &statuses, probes::ring_fill(&ebpf).unwrap_or(0)));
             }
         }
-    }
+    };
+    tracing::info!(reason, "stopping");
 
     // Stop producing, then take everything already submitted and account for the rest.
     probes::detach_all(&mut ebpf);
-    Drain {
-        pipeline: &mut pipeline,
-        sink: &mut sink,
-    }
-    .drain(ring.get_mut());
+    out.drain(ring.get_mut(), &mut pipeline);
     pipeline.close(&probes::next_sequences(&ebpf)?, Instant::now());
-    let failures = probes::reservation_failures(&ebpf)?;
-    for event in pipeline.reconcile(&failures, Instant::now(), boot_time_ns()) {
-        sink.emit(&event, pipeline.table());
-    }
-    sink.flush();
+    out.reconcile(&ebpf, &mut pipeline)?;
+    out.recorder.stop(stop, boot_time_ns())?;
     let stats = serde_json::to_string(&pipeline.stats).unwrap_or_default();
-    tracing::info!(%stats, "stopped");
+    tracing::info!(%stats, next_index = out.recorder.position().next_index, data_dir = %data.root.display(), "stopped; chain sealed");
     Ok(())
 }

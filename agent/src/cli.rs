@@ -37,6 +37,12 @@ pub struct RunArgs {
     /// Kernel ring buffer size in bytes (overrides capture.ring_buffer_bytes).
     #[arg(long)]
     pub ring_buffer_bytes: Option<u32>,
+    /// Evidence data directory (overrides evidence.data_dir).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Metrics listen address, loopback only; "" disables (overrides metrics.listen).
+    #[arg(long)]
+    pub metrics_listen: Option<String>,
     /// Stop by itself after this many seconds (for demos and tests).
     #[arg(long)]
     pub duration_secs: Option<u64>,

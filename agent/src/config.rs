@@ -33,6 +33,35 @@ proc_path = "/proc"
 [output]
 # Print every event on stdout: "none", "json" (one object per line) or "text" (one line each).
 print = "none"
+
+[evidence]
+# Where the signed chain lives (layout: docs/DATA_DIR.md). Created with mode 0700.
+data_dir = "/var/lib/lineage"
+# Signing key; by default <data_dir>/keys/agent.key, generated (mode 0600) at first start.
+# key_path = "/etc/lineage/agent.key"
+# Source of the host id at first start (a random one is made when it is missing).
+machine_id_path = "/etc/machine-id"
+# Seal the open segment at least this often when it has entries, in milliseconds...
+seal_interval_ms = 1000
+# ...or as soon as it holds this many entries...
+seal_max_entries = 100000
+# ...or this many bytes.
+seal_max_bytes = 16777216
+# With nothing to record, seal a heartbeat segment this often, so silence is visible.
+heartbeat_interval_ms = 10000
+# "seal": segments are fsynced when sealed (entries in between survive an agent crash but not
+# a power loss). "batch": also fsync the journal after every drained batch.
+fsync = "seal"
+
+[retention]
+# Disk budget for sealed segments: the oldest acknowledged segments are deleted beyond it.
+max_bytes = 1073741824
+# Hard cap: beyond it the oldest segments go even if no collector acknowledged them.
+hard_max_bytes = 4294967296
+
+[metrics]
+# Prometheus text endpoint. Plain HTTP, so loopback addresses only; "" disables it.
+listen = "127.0.0.1:9464"
 "#;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,6 +70,99 @@ pub struct Config {
     pub capture: CaptureConfig,
     pub kernel: KernelConfig,
     pub output: OutputConfig,
+    pub evidence: EvidenceConfig,
+    pub retention: RetentionConfig,
+    pub metrics: MetricsConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvidenceConfig {
+    pub data_dir: PathBuf,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_path: Option<PathBuf>,
+    pub machine_id_path: PathBuf,
+    pub seal_interval_ms: u64,
+    pub seal_max_entries: u64,
+    pub seal_max_bytes: u64,
+    pub heartbeat_interval_ms: u64,
+    pub fsync: Fsync,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fsync {
+    Seal,
+    Batch,
+}
+
+impl Default for EvidenceConfig {
+    fn default() -> Self {
+        EvidenceConfig {
+            data_dir: "/var/lib/lineage".into(),
+            key_path: None,
+            machine_id_path: "/etc/machine-id".into(),
+            seal_interval_ms: 1000,
+            seal_max_entries: 100_000,
+            seal_max_bytes: 16 << 20,
+            heartbeat_interval_ms: 10_000,
+            fsync: Fsync::Seal,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    pub max_bytes: u64,
+    pub hard_max_bytes: u64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            max_bytes: 1 << 30,
+            hard_max_bytes: 4 << 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    pub listen: String,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            listen: "127.0.0.1:9464".into(),
+        }
+    }
+}
+
+impl MetricsConfig {
+    /// The loopback address to listen on, or `None` when disabled.
+    pub fn address(&self) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+        if self.listen.is_empty() {
+            return Ok(None);
+        }
+        let invalid = |reason| ConfigError::Invalid {
+            key: "metrics.listen",
+            value: self.listen.clone(),
+            reason,
+        };
+        let addr: std::net::SocketAddr = self
+            .listen
+            .parse()
+            .map_err(|_| invalid("not an IP:port address"))?;
+        if !addr.ip().is_loopback() {
+            return Err(invalid(
+                "plain HTTP is only served on loopback; use a TLS proxy to export it",
+            ));
+        }
+        Ok(Some(addr))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -155,6 +277,24 @@ impl Config {
                 });
             }
         }
+        if self.evidence.seal_max_entries == 0 || self.evidence.seal_max_bytes < 4096 {
+            return Err(ConfigError::Invalid {
+                key: "evidence.seal_max_entries/seal_max_bytes",
+                value: format!(
+                    "{}/{}",
+                    self.evidence.seal_max_entries, self.evidence.seal_max_bytes
+                ),
+                reason: "must allow at least one entry and 4096 bytes",
+            });
+        }
+        if self.retention.hard_max_bytes < self.retention.max_bytes {
+            return Err(ConfigError::Invalid {
+                key: "retention.hard_max_bytes",
+                value: self.retention.hard_max_bytes.to_string(),
+                reason: "must be at least retention.max_bytes",
+            });
+        }
+        self.metrics.address()?;
         Ok(())
     }
 }

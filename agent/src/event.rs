@@ -86,6 +86,8 @@ pub enum Detail {
         missing: u64,
         /// New reservation failures by record kind name.
         failures: Vec<(&'static str, u64)>,
+        /// All reservation failures on that CPU since the programs were loaded.
+        failures_total: u64,
         unexplained: u64,
     },
 }

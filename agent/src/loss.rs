@@ -34,6 +34,8 @@ pub struct LossReport {
     /// New reservation failures the kernel counted on this CPU since the last report, by kind
     /// slot (index = record kind number).
     pub failures_by_kind: Vec<u64>,
+    /// Cumulative reservation failures on this CPU, all kinds.
+    pub failures_total: u64,
     /// Missing records the kernel's counters do not account for.
     pub unexplained: u64,
 }
@@ -161,6 +163,7 @@ impl SequenceTracker {
                 cpu: cpu as u32,
                 gaps,
                 missing,
+                failures_total: state.failures_seen.iter().sum(),
                 failures_by_kind,
                 unexplained: missing - explained,
             });

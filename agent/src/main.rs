@@ -4,15 +4,20 @@ mod agent;
 mod btf;
 mod cli;
 mod config;
+mod datadir;
 mod decode;
 mod event;
 mod lineage;
 mod loss;
+mod metrics;
 mod pipeline;
 mod probes;
+mod recorder;
+mod report;
 mod sink;
 mod snapshot;
 mod stats;
+mod wal;
 
 use std::{process::ExitCode, time::Duration};
 
@@ -33,6 +38,12 @@ fn effective_config(args: &RunArgs) -> Result<Config, config::ConfigError> {
     }
     if let Some(bytes) = args.ring_buffer_bytes {
         config.capture.ring_buffer_bytes = bytes;
+    }
+    if let Some(dir) = &args.data_dir {
+        config.evidence.data_dir = dir.clone();
+    }
+    if let Some(listen) = &args.metrics_listen {
+        config.metrics.listen = listen.clone();
     }
     config.validate()?;
     Ok(config)

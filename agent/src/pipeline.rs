@@ -256,6 +256,7 @@ impl Pipeline {
                 (name, *n)
             })
             .collect();
+        let failures_total = r.failures_total;
         for (name, n) in &failures {
             self.stats.reserve_failed(name, *n);
         }
@@ -288,6 +289,7 @@ impl Pipeline {
                 ranges: r.gaps.iter().map(|g| (g.from, g.to)).collect(),
                 missing: r.missing,
                 failures,
+                failures_total,
                 unexplained: r.unexplained,
             },
         }

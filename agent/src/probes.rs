@@ -354,3 +354,21 @@ pub fn raise_memlock() {
         tracing::debug!(error = %std::io::Error::last_os_error(), "could not raise RLIMIT_MEMLOCK; fine on kernels that charge BPF memory to memcg");
     }
 }
+
+/// The embedded eBPF object, for its digest in AGENT_START.
+pub fn object_bytes() -> &'static [u8] {
+    PROBES_ELF
+}
+
+/// The kernel's tag (a hash of the verified instructions) of a loaded program.
+pub fn kernel_tag(ebpf: &Ebpf, program: &str) -> Option<u64> {
+    ebpf.program(program)?.info().ok().map(|i| i.tag())
+}
+
+/// Bytes waiting in the ring buffer as last seen by a producer (largest over CPUs).
+pub fn ring_fill(ebpf: &Ebpf) -> Result<u64, LoadError> {
+    Ok(per_cpu(ebpf, "RING_FILL", 0)?
+        .into_iter()
+        .max()
+        .unwrap_or(0))
+}

@@ -46,6 +46,8 @@ pub enum EntryKind {
     Heartbeat = 5,
     /// A new signing key, authorised by a signature of the previous key.
     KeyRotation = 6,
+    /// Entries the agent itself could not record (storage unavailable, a full queue).
+    Dropped = 9,
 }
 
 /// The kind version every encoder in this crate writes.
@@ -73,6 +75,7 @@ impl TryFrom<u16> for EntryKind {
             4 => EntryKind::AgentStop,
             5 => EntryKind::Heartbeat,
             6 => EntryKind::KeyRotation,
+            9 => EntryKind::Dropped,
             other => return Err(UnknownKind(other)),
         })
     }
@@ -119,6 +122,8 @@ pub enum Entry<'a> {
     Heartbeat(Heartbeat),
     /// See [`KeyRotation`].
     KeyRotation(KeyRotation),
+    /// See [`Dropped`].
+    Dropped(Dropped),
     /// A kind or kind version this crate does not know; kept opaque.
     Unknown {
         /// Raw kind number.
@@ -162,6 +167,7 @@ impl<'a> Entry<'a> {
             EntryKind::AgentStop => Entry::AgentStop(AgentStop::parse_body(body)?),
             EntryKind::Heartbeat => Entry::Heartbeat(Heartbeat::parse_body(body)?),
             EntryKind::KeyRotation => Entry::KeyRotation(KeyRotation::parse_body(body)?),
+            EntryKind::Dropped => Entry::Dropped(Dropped::parse_body(body)?),
         })
     }
 
@@ -174,6 +180,7 @@ impl<'a> Entry<'a> {
             Entry::AgentStop(_) => EntryKind::AgentStop,
             Entry::Heartbeat(_) => EntryKind::Heartbeat,
             Entry::KeyRotation(_) => EntryKind::KeyRotation,
+            Entry::Dropped(_) => EntryKind::Dropped,
             Entry::Unknown { .. } => return None,
         })
     }
@@ -869,5 +876,92 @@ mod tests {
                 prop_assert!(Entry::parse(&bytes[..bytes.len() - cut]).is_err());
             }
         }
+    }
+}
+
+/// Why the agent dropped entries itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DropReason {
+    /// Sealed segments could not be written (disk full, I/O error).
+    StorageUnavailable = 1,
+    /// An internal queue was full.
+    QueueFull = 2,
+}
+
+impl TryFrom<u16> for DropReason {
+    type Error = u16;
+    fn try_from(v: u16) -> Result<Self, u16> {
+        Ok(match v {
+            1 => DropReason::StorageUnavailable,
+            2 => DropReason::QueueFull,
+            other => return Err(other),
+        })
+    }
+}
+
+/// DROPPED v1 (28-byte body): `reason (u16) || 2 zero bytes || count (u64) ||
+/// first_time_ns (u64) || last_time_ns (u64)`. The agent could not record `count` entries
+/// between the two times (agent clock, boot-time ns) for `reason`; written as soon as it can
+/// record again. Unlike LOSS this is the agent's own drop, not the kernel's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Dropped {
+    /// Why.
+    pub reason: DropReason,
+    /// How many entries were not recorded (at least 1).
+    pub count: u64,
+    /// When the first was dropped.
+    pub first_time_ns: u64,
+    /// When the last was dropped (≥ `first_time_ns`).
+    pub last_time_ns: u64,
+}
+
+impl Dropped {
+    /// Body length in bytes.
+    pub const BODY_LEN: usize = 28;
+
+    /// Appends the entry bytes to `out`.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        put_header(out, EntryKind::Dropped);
+        out.extend_from_slice(&(self.reason as u16).to_le_bytes());
+        out.extend_from_slice(&[0; 2]);
+        out.extend_from_slice(&self.count.to_le_bytes());
+        out.extend_from_slice(&self.first_time_ns.to_le_bytes());
+        out.extend_from_slice(&self.last_time_ns.to_le_bytes());
+    }
+
+    /// The entry bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(ENTRY_HEADER_LEN + Self::BODY_LEN);
+        self.encode_into(&mut v);
+        v
+    }
+
+    fn parse_body(body: &[u8]) -> Result<Self, EntryError> {
+        let k = EntryKind::Dropped;
+        if body.len() != Self::BODY_LEN {
+            return Err(malformed(k, "body is not 28 bytes"));
+        }
+        let mut r = Reader::new(body);
+        let short = || malformed(k, "short");
+        let reason = DropReason::try_from(r.u16().ok_or_else(short)?)
+            .map_err(|_| malformed(k, "unknown drop reason"))?;
+        if r.u16().ok_or_else(short)? != 0 {
+            return Err(malformed(k, "reserved bytes not zero"));
+        }
+        let d = Dropped {
+            reason,
+            count: r.u64().ok_or_else(short)?,
+            first_time_ns: r.u64().ok_or_else(short)?,
+            last_time_ns: r.u64().ok_or_else(short)?,
+        };
+        if d.count == 0 {
+            return Err(malformed(k, "count is zero"));
+        }
+        if d.last_time_ns < d.first_time_ns {
+            return Err(malformed(k, "last_time_ns < first_time_ns"));
+        }
+        finish(k, &r)?;
+        Ok(d)
     }
 }

@@ -19,7 +19,7 @@ use std::path::Path;
 use std::str::FromStr;
 
 use crate::digest::{genesis_link, leaf_hash, link_hash, Digest, HostId};
-use crate::entry::{Entry, EntryKind, KeyRotation, Loss, StartReason};
+use crate::entry::{Dropped, Entry, EntryKind, KeyRotation, Loss, StartReason};
 use crate::keys::{KeyId, PublicKey};
 use crate::merkle;
 use crate::segment::{SegmentHeader, SegmentView};
@@ -374,6 +374,7 @@ struct Checked {
     content_ok: bool,
     rotations: Vec<(u64, KeyRotation)>,
     losses: Vec<(u64, Loss)>,
+    drops: Vec<(u64, Dropped)>,
     head_link: Option<Digest>,
 }
 
@@ -457,6 +458,7 @@ impl Verifier {
         let mut link = h.start_link;
         let mut rotations = Vec::new();
         let mut losses = Vec::new();
+        let mut drops = Vec::new();
         let mut head_link = None;
         let mut malformed = Vec::new();
         let mut kinds: Vec<(String, u64)> = Vec::new();
@@ -483,6 +485,10 @@ impl Verifier {
                 Ok(Entry::Loss(l)) => {
                     bump(&mut kinds, "LOSS");
                     losses.push((index, l));
+                }
+                Ok(Entry::Dropped(d)) => {
+                    bump(&mut kinds, "DROPPED");
+                    drops.push((index, d));
                 }
                 Ok(Entry::AgentStart(s)) => {
                     bump(&mut kinds, "AGENT_START");
@@ -549,6 +555,7 @@ impl Verifier {
             content_ok,
             rotations: if content_ok { rotations } else { Vec::new() },
             losses: if content_ok { losses } else { Vec::new() },
+            drops: if content_ok { drops } else { Vec::new() },
             head_link: if content_ok { head_link } else { None },
         });
     }
@@ -789,6 +796,18 @@ impl Verifier {
                 f.sequences = Some(Range::new(l.first_seq, l.last_seq));
                 self.findings.push(f);
             }
+            for (index, d) in &c.drops {
+                let what = format!(
+                    "the agent could not record {} entries ({:?}) between {} and {} ns",
+                    d.count, d.reason, d.first_time_ns, d.last_time_ns
+                );
+                self.findings.push(
+                    Finding::new(FindingKind::DeclaredLoss, what)
+                        .seg(n)
+                        .ents(Some(Range::one(*index)))
+                        .file(&c.file),
+                );
+            }
             prev = Some(c);
             expected = n + 1;
         }
@@ -1021,6 +1040,7 @@ impl EntryKind {
             EntryKind::AgentStop => "AGENT_STOP",
             EntryKind::Heartbeat => "HEARTBEAT",
             EntryKind::KeyRotation => "KEY_ROTATION",
+            EntryKind::Dropped => "DROPPED",
         }
     }
 }

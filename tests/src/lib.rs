@@ -41,6 +41,10 @@ pub fn require_root() {
 
 /// A running agent whose stdout (JSON lines) and stderr are collected in the background.
 pub struct Agent {
+    /// Its evidence data directory.
+    pub data_dir: PathBuf,
+    /// Keeps a test-owned data directory alive for the agent's lifetime.
+    _owned_dir: Option<tempfile::TempDir>,
     child: Child,
     stdout: JoinHandle<Vec<Value>>,
     stderr: Arc<Mutex<String>>,
@@ -48,11 +52,27 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// Starts `lineage-agent run --print json <extra>` and waits until it reports "capturing".
+    /// Starts `lineage-agent run --print json <extra>` with a fresh data directory and no
+    /// metrics endpoint, and waits until it reports "capturing".
     pub fn start(extra: &[&str]) -> Agent {
+        let dir = tempfile::tempdir().expect("temp data dir");
+        let mut agent = Agent::start_in(dir.path(), extra);
+        agent._owned_dir = Some(dir);
+        agent
+    }
+
+    /// Like [`Agent::start`] with a data directory the caller owns (to restart on it).
+    pub fn start_in(data_dir: &std::path::Path, extra: &[&str]) -> Agent {
+        Agent::spawn(data_dir, extra, "capturing")
+    }
+
+    /// Starts the agent and waits for `ready` in its log.
+    pub fn spawn(data_dir: &std::path::Path, extra: &[&str], ready: &str) -> Agent {
         require_root();
         let mut child = Command::new(agent_binary())
-            .args(["run", "--print", "json"])
+            .args(["run", "--print", "json", "--metrics-listen", ""])
+            .arg("--data-dir")
+            .arg(data_dir)
             .args(extra)
             .env("LINEAGE_LOG", "info")
             .stdout(Stdio::piped())
@@ -118,6 +138,14 @@ impl Agent {
         assert_eq!(rc, 0, "kill({sig}) failed");
     }
 
+    /// SIGKILL: the agent dies without sealing or AGENT_STOP.
+    pub fn kill(mut self) {
+        self.signal(libc::SIGKILL);
+        let _ = self.child.wait();
+        let _ = self.stdout.join();
+        let _ = self.stderr_thread.join();
+    }
+
     /// SIGTERM, then every event it printed. Panics if it did not exit cleanly.
     pub fn stop(mut self) -> Run {
         // Let the last submitted records be drained on the agent's poll interval.
@@ -128,14 +156,21 @@ impl Agent {
         self.stderr_thread.join().expect("stderr reader");
         let log = self.stderr.lock().unwrap().clone();
         assert!(status.success(), "agent exited with {status}; log:\n{log}");
-        Run { events, log }
+        Run {
+            events,
+            log,
+            data_dir: self.data_dir.clone(),
+            _owned_dir: self._owned_dir.take(),
+        }
     }
 }
 
-/// Everything one agent run printed.
+/// Everything one agent run printed, and its data directory.
 pub struct Run {
     pub events: Vec<Value>,
     pub log: String,
+    pub data_dir: PathBuf,
+    _owned_dir: Option<tempfile::TempDir>,
 }
 
 impl Run {

@@ -1,0 +1,129 @@
+//! The agent's data directory (documented in `docs/DATA_DIR.md`):
+//!
+//! ```text
+//! <data_dir>/            mode 0700
+//!   host-id              32 hex digits; the chain's host id, fixed at first start
+//!   keys/agent.key       Ed25519 signing key, mode 0600, generated at first start
+//!   keys/agent.pub       its public key, for verifiers
+//!   segments/*.seg       sealed segments, immutable (see docs/FORMAT.md)
+//!   open.wal             entries appended since the last seal (see wal.rs)
+//! ```
+
+use std::{
+    fs,
+    os::unix::fs::{DirBuilderExt, PermissionsExt},
+    path::{Path, PathBuf},
+};
+
+use lineage_evidence::{
+    digest::HostId,
+    keys::{KeyError, PublicKey, SecretKey},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataDirError {
+    #[error("data directory {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("data directory {path} is not writable by the agent: {source}")]
+    NotWritable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: not a valid host id (32 hex digits expected)")]
+    BadHostId { path: PathBuf },
+    #[error("signing key: {0}")]
+    Key(#[from] KeyError),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DataDirError + '_ {
+    move |source| DataDirError::Io {
+        path: path.into(),
+        source,
+    }
+}
+
+pub struct DataDir {
+    pub root: PathBuf,
+}
+
+impl DataDir {
+    /// Creates the directory (mode 0700) if needed and checks the agent can write to it.
+    pub fn open(root: &Path) -> Result<Self, DataDirError> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(root)
+            .map_err(|source| DataDirError::NotWritable {
+                path: root.into(),
+                source,
+            })?;
+        let probe = root.join(".write-test");
+        fs::write(&probe, b"")
+            .and_then(|()| fs::remove_file(&probe))
+            .map_err(|source| DataDirError::NotWritable {
+                path: root.into(),
+                source,
+            })?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(root.join("keys"))
+            .map_err(io(root))?;
+        Ok(DataDir { root: root.into() })
+    }
+
+    pub fn wal_path(&self) -> PathBuf {
+        self.root.join("open.wal")
+    }
+
+    pub fn public_key_path(&self) -> PathBuf {
+        self.root.join("keys/agent.pub")
+    }
+
+    /// The host id fixed in the data directory; at first start taken from `/etc/machine-id`
+    /// (or random when there is none) and written down, so the chain keeps its host.
+    pub fn host_id(&self, machine_id: &Path) -> Result<HostId, DataDirError> {
+        let path = self.root.join("host-id");
+        match fs::read_to_string(&path) {
+            Ok(text) => HostId::from_hex(text.trim()).map_err(|_| DataDirError::BadHostId { path }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let id = fs::read_to_string(machine_id)
+                    .ok()
+                    .and_then(|t| HostId::from_hex(t.trim()).ok())
+                    .unwrap_or_else(|| HostId(rand::random()));
+                fs::write(&path, format!("{}\n", id.to_hex())).map_err(io(&path))?;
+                Ok(id)
+            }
+            Err(e) => Err(io(&path)(e)),
+        }
+    }
+
+    /// Loads the signing key from `configured` or `keys/agent.key`, generating the latter
+    /// (mode 0600) at first start. A key readable by group or others is refused.
+    pub fn signing_key(&self, configured: Option<&Path>) -> Result<SecretKey, DataDirError> {
+        let path = configured
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| self.root.join("keys/agent.key"));
+        let key = if configured.is_none() && !path.exists() {
+            let key = SecretKey::generate();
+            key.save(&path)?;
+            tracing::info!(path = %path.display(), key_id = %key.public().key_id(), "generated a new signing key");
+            key
+        } else {
+            SecretKey::load(&path)?
+        };
+        self.export_public(&key.public())?;
+        Ok(key)
+    }
+
+    fn export_public(&self, public: &PublicKey) -> Result<(), DataDirError> {
+        let path = self.public_key_path();
+        let _ = fs::remove_file(&path);
+        public.save(&path)?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).map_err(io(&path))?;
+        Ok(())
+    }
+}

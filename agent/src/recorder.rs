@@ -1,0 +1,340 @@
+//! The evidence recorder: every event and control entry goes onto the host chain in the order
+//! consumed, is journaled at once, and is sealed into signed segments on a cadence.
+//!
+//! Failure policy: when a sealed segment cannot be written (disk full, I/O error) the recorder
+//! keeps that segment in memory and retries it; until it is on disk no further entries are
+//! accepted, each refused one is counted, and once the write succeeds a DROPPED entry declares
+//! how many were refused and when. Sealed segments on disk are never rewritten, so a full disk
+//! can cost events but never corrupt what is already sealed.
+
+use std::{
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use lineage_evidence::{
+    chain::{ChainWriter, ResumeError},
+    digest::HostId,
+    entry::{
+        AgentStart, AgentStop, ChainPosition, DropReason, Dropped, Event, Heartbeat, Loss,
+        StartReason, StopReason,
+    },
+    keys::SecretKey,
+    segment::SealedSegment,
+    store::{SegmentStore, StoreError},
+};
+
+use crate::wal::{Replay, Wal};
+
+/// Schema of EVENT payloads written by this agent: one JSON object (docs/EVENTS.md).
+pub const EVENT_SCHEMA_JSON_V1: u16 = 1;
+
+#[derive(Debug, Clone)]
+pub struct SealPolicy {
+    /// Seal at least this often when there are entries.
+    pub interval: Duration,
+    pub max_entries: u64,
+    pub max_bytes: usize,
+    /// With no entries for this long, seal a heartbeat so silence is visible.
+    pub heartbeat: Duration,
+    /// fsync the journal after every drained batch, not only at seals.
+    pub fsync_journal: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecorderError {
+    #[error("cannot continue the chain in {dir}: {source}")]
+    Resume { dir: String, source: ResumeError },
+    #[error("segment store: {0}")]
+    Store(#[from] StoreError),
+    #[error("journal {path}: {source}")]
+    Journal {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("encoding an entry: {0}")]
+    Encode(String),
+}
+
+/// How the previous run ended, as found on disk.
+#[derive(Debug)]
+pub struct Recovery {
+    pub reason: StartReason,
+    pub last_durable: ChainPosition,
+    pub replay: Replay,
+}
+
+pub struct Recorder {
+    writer: ChainWriter,
+    key: SecretKey,
+    store: SegmentStore,
+    wal: Wal,
+    wal_path: String,
+    policy: SealPolicy,
+    last_seal: Instant,
+    /// A sealed segment that could not be written yet (disk full); retried on every tick.
+    unwritten: Option<SealedSegment>,
+    /// Entries refused while `unwritten` was pending: (count, first ns, last ns).
+    refused: Option<(u64, u64, u64)>,
+    scratch: Vec<u8>,
+    pub sealed_segments: u64,
+    pub appended_entries: u64,
+    pub refused_entries: u64,
+    pub last_seal_latency: Duration,
+}
+
+impl Recorder {
+    /// Continues the chain in `root`: resumes after the newest sealed segment, replays the
+    /// journal, and seals what it recovered so it is durable before anything new is added.
+    pub fn open(
+        root: &Path,
+        wal_path: &Path,
+        host: HostId,
+        key: SecretKey,
+        policy: SealPolicy,
+        now_ns: u64,
+    ) -> Result<(Self, Recovery), RecorderError> {
+        let store = SegmentStore::create(root)?;
+        let (mut writer, sealed_reason) =
+            ChainWriter::resume_for_start(&store, host).map_err(|source| {
+                RecorderError::Resume {
+                    dir: root.display().to_string(),
+                    source,
+                }
+            })?;
+        let journal = |source| RecorderError::Journal {
+            path: wal_path.display().to_string(),
+            source,
+        };
+        let replay = Wal::replay(wal_path, &mut writer).map_err(journal)?;
+        // Anything left in the journal means the last run did not end with a seal.
+        let reason = if replay.recovered > 0 || replay.discarded_bytes > 0 {
+            StartReason::RecoveredAfterCrash
+        } else {
+            sealed_reason
+        };
+        let mut wal = Wal::open(wal_path).map_err(journal)?;
+        if replay.recovered > 0 {
+            let sealed = writer.seal(now_ns, &key);
+            store.write(&sealed)?;
+        }
+        wal.reset().map_err(journal)?;
+        let last_durable = writer.position();
+        let recorder = Recorder {
+            writer,
+            key,
+            store,
+            wal,
+            wal_path: wal_path.display().to_string(),
+            policy,
+            last_seal: Instant::now(),
+            unwritten: None,
+            refused: None,
+            scratch: Vec::with_capacity(4096),
+            sealed_segments: 0,
+            appended_entries: 0,
+            refused_entries: 0,
+            last_seal_latency: Duration::ZERO,
+        };
+        Ok((
+            recorder,
+            Recovery {
+                reason,
+                last_durable,
+                replay,
+            },
+        ))
+    }
+
+    pub fn position(&self) -> ChainPosition {
+        self.writer.position()
+    }
+
+    pub fn public_key(&self) -> lineage_evidence::keys::PublicKey {
+        self.key.public()
+    }
+
+    /// True while a sealed segment waits for disk space: new entries are refused and counted.
+    pub fn degraded(&self) -> bool {
+        self.unwritten.is_some()
+    }
+
+    fn append_scratch(&mut self, now_ns: u64) {
+        if self.degraded() {
+            self.refused_entries += 1;
+            let r = self.refused.get_or_insert((0, now_ns, now_ns));
+            r.0 += 1;
+            r.2 = now_ns;
+            return;
+        }
+        match self.writer.append(&self.scratch) {
+            Ok((index, link)) => {
+                self.appended_entries += 1;
+                if let Err(e) = self.wal.append(index, &self.scratch, &link) {
+                    // The entry is in memory and will be sealed; only crash protection suffers.
+                    tracing::warn!(error = %e, path = %self.wal_path, "journal write failed");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "entry rejected by the chain writer"),
+        }
+    }
+
+    pub fn append_event(&mut self, payload: &[u8], now_ns: u64) {
+        self.scratch.clear();
+        Event {
+            schema: EVENT_SCHEMA_JSON_V1,
+            payload,
+        }
+        .encode_into(&mut self.scratch);
+        self.append_scratch(now_ns);
+    }
+
+    pub fn append_loss(&mut self, loss: &Loss, now_ns: u64) {
+        self.scratch.clear();
+        loss.encode_into(&mut self.scratch);
+        self.append_scratch(now_ns);
+    }
+
+    pub fn append_start(&mut self, start: &AgentStart, now_ns: u64) -> Result<(), RecorderError> {
+        self.scratch.clear();
+        start
+            .encode_into(&mut self.scratch)
+            .map_err(|e| RecorderError::Encode(e.to_string()))?;
+        self.append_scratch(now_ns);
+        Ok(())
+    }
+
+    /// Hands journaled entries to the OS after a drained batch.
+    pub fn flush(&mut self) {
+        let result = self.wal.flush().and_then(|()| {
+            if self.policy.fsync_journal {
+                self.wal_sync()
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(e) = result {
+            tracing::warn!(error = %e, path = %self.wal_path, "journal flush failed");
+        }
+    }
+
+    fn wal_sync(&mut self) -> std::io::Result<()> {
+        std::fs::File::open(&self.wal_path)?.sync_data()
+    }
+
+    /// Seals when the cadence says so; an idle chain gets a heartbeat. Retries a pending write.
+    pub fn tick(&mut self, now_ns: u64, wall_ns: u64) {
+        if self.unwritten.is_some() && !self.retry_unwritten(now_ns) {
+            return;
+        }
+        let pending = self.writer.pending_entries();
+        let due = self.last_seal.elapsed() >= self.policy.interval;
+        if pending > 0
+            && (due
+                || pending >= self.policy.max_entries
+                || self.writer.pending_bytes() >= self.policy.max_bytes)
+        {
+            self.seal(now_ns);
+        } else if pending == 0 && self.last_seal.elapsed() >= self.policy.heartbeat {
+            self.scratch.clear();
+            Heartbeat {
+                wall_time_ns: wall_ns,
+                monotonic_ns: now_ns,
+            }
+            .encode_into(&mut self.scratch);
+            self.append_scratch(now_ns);
+            self.seal(now_ns);
+        }
+    }
+
+    /// Whether the entry cap or byte cap is reached (the caller seals between batches).
+    pub fn full(&self) -> bool {
+        self.writer.pending_entries() >= self.policy.max_entries
+            || self.writer.pending_bytes() >= self.policy.max_bytes
+    }
+
+    /// Seals the open segment now and writes it; on failure keeps it for retry.
+    pub fn seal(&mut self, now_ns: u64) {
+        if self.unwritten.is_some() {
+            return;
+        }
+        let started = Instant::now();
+        self.flush();
+        let sealed = self.writer.seal(now_ns, &self.key);
+        self.last_seal = Instant::now();
+        self.sealed_segments += 1;
+        self.write_sealed(sealed, now_ns);
+        self.last_seal_latency = started.elapsed();
+    }
+
+    fn write_sealed(&mut self, sealed: SealedSegment, now_ns: u64) -> bool {
+        match self.store.write(&sealed) {
+            Ok(_) => {
+                if let Err(e) = self.wal.reset() {
+                    tracing::warn!(error = %e, path = %self.wal_path, "journal reset failed");
+                }
+                true
+            }
+            Err(e) => {
+                tracing::error!(
+                    error = %e,
+                    segment = sealed.header.segment_number,
+                    "CANNOT WRITE SEALED SEGMENT (disk full?): holding it in memory; new events are refused and counted until it is written"
+                );
+                let _ = now_ns;
+                self.unwritten = Some(sealed);
+                false
+            }
+        }
+    }
+
+    fn retry_unwritten(&mut self, now_ns: u64) -> bool {
+        let Some(sealed) = self.unwritten.take() else {
+            return true;
+        };
+        if !self.write_sealed(sealed, now_ns) {
+            return false;
+        }
+        tracing::warn!(
+            refused = self.refused.map(|r| r.0).unwrap_or(0),
+            "disk space is back: pending segment written"
+        );
+        if let Some((count, first, last)) = self.refused.take() {
+            self.scratch.clear();
+            Dropped {
+                reason: DropReason::StorageUnavailable,
+                count,
+                first_time_ns: first,
+                last_time_ns: last,
+            }
+            .encode_into(&mut self.scratch);
+            self.append_scratch(now_ns);
+        }
+        true
+    }
+
+    /// Appends AGENT_STOP and seals it; retries a pending write first.
+    pub fn stop(&mut self, reason: StopReason, now_ns: u64) -> Result<(), RecorderError> {
+        if self.unwritten.is_some() && !self.retry_unwritten(now_ns) {
+            return Err(RecorderError::Store(StoreError::Io {
+                path: self.store.dir().into(),
+                source: std::io::Error::other("a sealed segment could not be written at shutdown"),
+            }));
+        }
+        self.scratch.clear();
+        AgentStop {
+            reason,
+            time_ns: now_ns,
+        }
+        .encode_into(&mut self.scratch);
+        self.append_scratch(now_ns);
+        self.seal(now_ns);
+        if self.unwritten.is_some() {
+            return Err(RecorderError::Store(StoreError::Io {
+                path: self.store.dir().into(),
+                source: std::io::Error::other("the final segment could not be written"),
+            }));
+        }
+        Ok(())
+    }
+}
