@@ -25,8 +25,14 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Every test: unit tests, then the kernel integration tests (needs root).
+    /// Every test: unit tests, the kernel integration tests (needs root), a short fuzz run.
     Test,
+    /// Fuzz every parser of untrusted bytes for a while (cargo-fuzz, nightly).
+    Fuzz {
+        /// Seconds per fuzz target.
+        #[arg(long, default_value_t = 60)]
+        secs: u64,
+    },
 }
 
 fn main() -> Result<()> {
@@ -34,6 +40,7 @@ fn main() -> Result<()> {
         Task::Setup => setup::run(),
         Task::Run { args } => run(args),
         Task::Test => test(),
+        Task::Fuzz { secs } => fuzz(secs),
     }
 }
 
@@ -78,25 +85,22 @@ fn test() -> Result<()> {
     }
     build_release()?;
     eprintln!("xtask: unit tests");
-    cargo(&[
-        "test",
-        "--workspace",
-        "--exclude",
-        "agent-ebpf",
-        "--exclude",
-        "lineage-tests",
-    ])?;
+    // setup installed the Python checker's packages, so the independent vector check must run.
+    std::env::set_var("LINEAGE_REQUIRE_PYTHON_VECTORS", "1");
+    cargo(&["test", "--workspace", "--exclude", "agent-ebpf", "--exclude", "lineage-tests"])?;
     eprintln!("xtask: kernel integration tests (root, one at a time)");
-    let agent = workspace_root().join("target/release/lineage-agent");
-    std::env::set_var("LINEAGE_AGENT", &agent);
-    cargo(&[
-        "test",
-        "--release",
-        "-p",
-        "lineage-tests",
-        "--",
-        "--test-threads=1",
-    ])?;
+    let release = workspace_root().join("target/release");
+    std::env::set_var("LINEAGE_AGENT", release.join("lineage-agent"));
+    std::env::set_var("LINEAGECTL", release.join("lineagectl"));
+    cargo(&["test", "--release", "-p", "lineage-tests", "--", "--test-threads=1"])?;
+    eprintln!("xtask: short fuzz run of every untrusted-input parser");
+    fuzz(10)?;
     eprintln!("xtask: all tests passed");
     Ok(())
+}
+
+fn fuzz(secs: u64) -> Result<()> {
+    setup::ensure_fuzz()?;
+    let script = workspace_root().join("evidence/fuzz/run.sh");
+    shell::run_command(std::process::Command::new(script).arg(secs.to_string()))
 }

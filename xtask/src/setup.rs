@@ -28,16 +28,24 @@ const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 const TOOLCHAIN_NAME: &str = "lineage-bpf";
 const TOOLCHAIN_DIR: &str = "/opt/lineage-bpf-toolchain";
 
+/// Python packages the independent test-vector checker uses.
+const PYTHON_PACKAGES: &[&str] = &["blake3", "cryptography"];
+
 struct Missing {
     packages: Vec<&'static str>,
     bpf_linker: bool,
     toolchain_link: bool,
+    python: bool,
 }
 
 impl Missing {
     fn nothing(&self) -> bool {
-        self.packages.is_empty() && !self.bpf_linker && !self.toolchain_link
+        self.packages.is_empty() && !self.bpf_linker && !self.toolchain_link && !self.python
     }
+}
+
+fn python_ok() -> bool {
+    output("python3", &["-c", "import blake3, cryptography"]).is_some()
 }
 
 fn package_installed(name: &str) -> bool {
@@ -67,6 +75,7 @@ fn check() -> Missing {
             .collect(),
         bpf_linker: !bpf_linker_ok(),
         toolchain_link: !toolchain_linked(),
+        python: !python_ok(),
     }
 }
 
@@ -89,6 +98,9 @@ fn describe(m: &Missing) -> String {
     }
     if m.toolchain_link {
         lines.push(format!("- a rustup toolchain named `{TOOLCHAIN_NAME}` whose rustc has rust-src (rustup toolchain link {TOOLCHAIN_NAME} <dir with bin/rustc, bin/cargo, lib/rustlib>)"));
+    }
+    if m.python {
+        lines.push(format!("- python3 with {} (the independent test-vector checker)", PYTHON_PACKAGES.join(", ")));
     }
     lines.join("\n")
 }
@@ -163,6 +175,14 @@ pub fn run() -> Result<()> {
             TOOLCHAIN_DIR,
         ]))?;
     }
+    if !python_ok() {
+        eprintln!("setup: installing Python packages {}", PYTHON_PACKAGES.join(" "));
+        let pip = |extra: &[&str]| {
+            run_command(Command::new("python3").args(["-m", "pip", "install", "--quiet"]).args(extra).args(PYTHON_PACKAGES))
+        };
+        // Debian's own python refuses pip without this flag; a pyenv/venv python does not need it.
+        pip(&[]).or_else(|_| pip(&["--break-system-packages"]))?;
+    }
     let left = check();
     if !left.nothing() {
         bail!(
@@ -180,4 +200,17 @@ pub fn ensure() -> Result<()> {
         return Ok(());
     }
     run()
+}
+
+/// cargo-fuzz and the nightly toolchain, for the short fuzz run.
+pub fn ensure_fuzz() -> Result<()> {
+    let nightly = output("rustup", &["toolchain", "list"]).is_some_and(|l| l.lines().any(|t| t.starts_with("nightly")));
+    if !nightly {
+        bail!("fuzzing needs the rustup nightly toolchain (rustup toolchain install nightly), which is missing");
+    }
+    if output("cargo", &["fuzz", "--version"]).is_none() {
+        eprintln!("setup: installing cargo-fuzz");
+        run_command(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))?;
+    }
+    Ok(())
 }
