@@ -159,7 +159,9 @@ impl ChainWriter {
     /// Like [`ChainWriter::resume`], and also says which AGENT_START reason applies: a new
     /// chain is a first start; a chain whose last entry is AGENT_STOP was stopped cleanly
     /// (restart); anything else ended without AGENT_STOP (recovered after a crash). Empty
-    /// heartbeat seals after the last entry are skipped, looking back at most 100,000 segments.
+    /// heartbeat seals after the last entry are skipped, looking back at most 100,000 segments
+    /// and never past a segment that is absent (deleted by retention). Only the newest
+    /// segments are read, so a store whose oldest segments were deleted resumes as usual.
     pub fn resume_for_start(
         store: &SegmentStore,
         host_id: HostId,
@@ -173,7 +175,16 @@ impl ChainWriter {
         for _ in 0..100_000 {
             let Some(prev) = n.checked_sub(1) else { break };
             n = prev;
-            let bytes = store.read(n)?;
+            let bytes = match store.read(n) {
+                Ok(b) => b,
+                // Deleted by retention: nothing older to look at.
+                Err(StoreError::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    break
+                }
+                Err(e) => return Err(e.into()),
+            };
             let corrupt = |source| ResumeError::CorruptTail { number: n, source };
             let view = SegmentView::parse(&bytes).map_err(corrupt)?;
             if let Some(last) = view.entries().last() {

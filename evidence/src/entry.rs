@@ -26,8 +26,6 @@ pub const MAX_PROGRAMS: usize = 1024;
 pub mod reserved {
     /// FILTER: a change of the capture filter (planned).
     pub const FILTER: u16 = 7;
-    /// RETENTION: a signed record that a range of entries was deleted on purpose (planned).
-    pub const RETENTION: u16 = 8;
 }
 
 /// The entry kinds this version of the format defines. Kind 0 is never valid.
@@ -46,6 +44,8 @@ pub enum EntryKind {
     Heartbeat = 5,
     /// A new signing key, authorised by a signature of the previous key.
     KeyRotation = 6,
+    /// A signed record that the oldest segments were deleted on purpose (disk budget).
+    Retention = 8,
     /// Entries the agent itself could not record (storage unavailable, a full queue).
     Dropped = 9,
 }
@@ -75,6 +75,7 @@ impl TryFrom<u16> for EntryKind {
             4 => EntryKind::AgentStop,
             5 => EntryKind::Heartbeat,
             6 => EntryKind::KeyRotation,
+            8 => EntryKind::Retention,
             9 => EntryKind::Dropped,
             other => return Err(UnknownKind(other)),
         })
@@ -122,6 +123,8 @@ pub enum Entry<'a> {
     Heartbeat(Heartbeat),
     /// See [`KeyRotation`].
     KeyRotation(KeyRotation),
+    /// See [`Retention`].
+    Retention(Retention),
     /// See [`Dropped`].
     Dropped(Dropped),
     /// A kind or kind version this crate does not know; kept opaque.
@@ -167,6 +170,7 @@ impl<'a> Entry<'a> {
             EntryKind::AgentStop => Entry::AgentStop(AgentStop::parse_body(body)?),
             EntryKind::Heartbeat => Entry::Heartbeat(Heartbeat::parse_body(body)?),
             EntryKind::KeyRotation => Entry::KeyRotation(KeyRotation::parse_body(body)?),
+            EntryKind::Retention => Entry::Retention(Retention::parse_body(body)?),
             EntryKind::Dropped => Entry::Dropped(Dropped::parse_body(body)?),
         })
     }
@@ -180,6 +184,7 @@ impl<'a> Entry<'a> {
             Entry::AgentStop(_) => EntryKind::AgentStop,
             Entry::Heartbeat(_) => EntryKind::Heartbeat,
             Entry::KeyRotation(_) => EntryKind::KeyRotation,
+            Entry::Retention(_) => EntryKind::Retention,
             Entry::Dropped(_) => EntryKind::Dropped,
             Entry::Unknown { .. } => return None,
         })
@@ -671,6 +676,195 @@ impl KeyRotation {
     }
 }
 
+/// Why the agent dropped entries itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DropReason {
+    /// Sealed segments could not be written (disk full, I/O error).
+    StorageUnavailable = 1,
+    /// An internal queue was full.
+    QueueFull = 2,
+}
+
+impl TryFrom<u16> for DropReason {
+    type Error = u16;
+    fn try_from(v: u16) -> Result<Self, u16> {
+        Ok(match v {
+            1 => DropReason::StorageUnavailable,
+            2 => DropReason::QueueFull,
+            other => return Err(other),
+        })
+    }
+}
+
+/// DROPPED v1 (28-byte body): `reason (u16) || 2 zero bytes || count (u64) ||
+/// first_time_ns (u64) || last_time_ns (u64)`. The agent could not record `count` entries
+/// between the two times (agent clock, boot-time ns) for `reason`; written as soon as it can
+/// record again. Unlike LOSS this is the agent's own drop, not the kernel's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Dropped {
+    /// Why.
+    pub reason: DropReason,
+    /// How many entries were not recorded (at least 1).
+    pub count: u64,
+    /// When the first was dropped.
+    pub first_time_ns: u64,
+    /// When the last was dropped (≥ `first_time_ns`).
+    pub last_time_ns: u64,
+}
+
+impl Dropped {
+    /// Body length in bytes.
+    pub const BODY_LEN: usize = 28;
+
+    /// Appends the entry bytes to `out`.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        put_header(out, EntryKind::Dropped);
+        out.extend_from_slice(&(self.reason as u16).to_le_bytes());
+        out.extend_from_slice(&[0; 2]);
+        out.extend_from_slice(&self.count.to_le_bytes());
+        out.extend_from_slice(&self.first_time_ns.to_le_bytes());
+        out.extend_from_slice(&self.last_time_ns.to_le_bytes());
+    }
+
+    /// The entry bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(ENTRY_HEADER_LEN + Self::BODY_LEN);
+        self.encode_into(&mut v);
+        v
+    }
+
+    fn parse_body(body: &[u8]) -> Result<Self, EntryError> {
+        let k = EntryKind::Dropped;
+        if body.len() != Self::BODY_LEN {
+            return Err(malformed(k, "body is not 28 bytes"));
+        }
+        let mut r = Reader::new(body);
+        let short = || malformed(k, "short");
+        let reason = DropReason::try_from(r.u16().ok_or_else(short)?)
+            .map_err(|_| malformed(k, "unknown drop reason"))?;
+        if r.u16().ok_or_else(short)? != 0 {
+            return Err(malformed(k, "reserved bytes not zero"));
+        }
+        let d = Dropped {
+            reason,
+            count: r.u64().ok_or_else(short)?,
+            first_time_ns: r.u64().ok_or_else(short)?,
+            last_time_ns: r.u64().ok_or_else(short)?,
+        };
+        if d.count == 0 {
+            return Err(malformed(k, "count is zero"));
+        }
+        if d.last_time_ns < d.first_time_ns {
+            return Err(malformed(k, "last_time_ns < first_time_ns"));
+        }
+        finish(k, &r)?;
+        Ok(d)
+    }
+}
+
+/// Why the agent deleted sealed segments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RetentionReason {
+    /// The segments were within the deletion policy of the disk budget (for example, every
+    /// collector had acknowledged them).
+    Budget = 1,
+    /// The hard disk cap forced the deletion regardless of acknowledgements.
+    HardCap = 2,
+}
+
+impl TryFrom<u16> for RetentionReason {
+    type Error = u16;
+    fn try_from(v: u16) -> Result<Self, u16> {
+        Ok(match v {
+            1 => RetentionReason::Budget,
+            2 => RetentionReason::HardCap,
+            other => return Err(other),
+        })
+    }
+}
+
+/// RETENTION v1 (68-byte body): `reason (u16) || 2 zero bytes || last_deleted_segment (u64) ||
+/// end_index (u64) || deleted_bytes (u64) || deleted_segments (u64) ||
+/// last_deleted_header_digest [32]`.
+///
+/// The agent appends and durably seals this entry *before* deleting segment files, so the
+/// deletion is itself on the signed chain. It is cumulative: the newest RETENTION entry covers
+/// the whole pruned prefix, segments `0..=last_deleted_segment`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Retention {
+    /// Why.
+    pub reason: RetentionReason,
+    /// Segments 0..=last_deleted_segment are deleted (cumulative: the newest RETENTION entry
+    /// covers the whole pruned prefix).
+    pub last_deleted_segment: u64,
+    /// Entries 0..end_index are gone with them (= first_index of segment
+    /// last_deleted_segment + 1).
+    pub end_index: u64,
+    /// Bytes freed by this deletion batch.
+    pub deleted_bytes: u64,
+    /// Segment files removed by this batch.
+    pub deleted_segments: u64,
+    /// Header digest of segment last_deleted_segment (= prev_header_digest of the next
+    /// segment).
+    pub last_deleted_header_digest: Digest,
+}
+
+impl Retention {
+    /// Body length in bytes.
+    pub const BODY_LEN: usize = 68;
+
+    /// Appends the entry bytes to `out`.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        put_header(out, EntryKind::Retention);
+        out.extend_from_slice(&(self.reason as u16).to_le_bytes());
+        out.extend_from_slice(&[0; 2]);
+        out.extend_from_slice(&self.last_deleted_segment.to_le_bytes());
+        out.extend_from_slice(&self.end_index.to_le_bytes());
+        out.extend_from_slice(&self.deleted_bytes.to_le_bytes());
+        out.extend_from_slice(&self.deleted_segments.to_le_bytes());
+        out.extend_from_slice(&self.last_deleted_header_digest.0);
+    }
+
+    /// The entry bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(ENTRY_HEADER_LEN + Self::BODY_LEN);
+        self.encode_into(&mut v);
+        v
+    }
+
+    fn parse_body(body: &[u8]) -> Result<Self, EntryError> {
+        let k = EntryKind::Retention;
+        if body.len() != Self::BODY_LEN {
+            return Err(malformed(k, "body is not 68 bytes"));
+        }
+        let mut r = Reader::new(body);
+        let short = || malformed(k, "short");
+        let reason = RetentionReason::try_from(r.u16().ok_or_else(short)?)
+            .map_err(|_| malformed(k, "unknown retention reason"))?;
+        if r.u16().ok_or_else(short)? != 0 {
+            return Err(malformed(k, "reserved bytes not zero"));
+        }
+        let ret = Retention {
+            reason,
+            last_deleted_segment: r.u64().ok_or_else(short)?,
+            end_index: r.u64().ok_or_else(short)?,
+            deleted_bytes: r.u64().ok_or_else(short)?,
+            deleted_segments: r.u64().ok_or_else(short)?,
+            last_deleted_header_digest: Digest(r.array().ok_or_else(short)?),
+        };
+        if ret.deleted_segments > ret.last_deleted_segment.saturating_add(1) {
+            return Err(malformed(
+                k,
+                "more segments deleted than the pruned prefix holds",
+            ));
+        }
+        finish(k, &r)?;
+        Ok(ret)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -686,10 +880,12 @@ mod tests {
         assert_eq!(EntryKind::AgentStop.code(), 4);
         assert_eq!(EntryKind::Heartbeat.code(), 5);
         assert_eq!(EntryKind::KeyRotation.code(), 6);
-        for code in 1..=6u16 {
+        assert_eq!(EntryKind::Retention.code(), 8);
+        assert_eq!(EntryKind::Dropped.code(), 9);
+        for code in [1u16, 2, 3, 4, 5, 6, 8, 9] {
             assert_eq!(EntryKind::try_from(code).unwrap().code(), code);
         }
-        for code in [0u16, reserved::FILTER, reserved::RETENTION, u16::MAX] {
+        for code in [0u16, reserved::FILTER, 10, u16::MAX] {
             assert_eq!(EntryKind::try_from(code), Err(UnknownKind(code)));
         }
     }
@@ -786,6 +982,160 @@ mod tests {
         assert!(!rot.verify(&HostId([4; 16]), 5));
     }
 
+    fn dropped() -> Dropped {
+        Dropped {
+            reason: DropReason::StorageUnavailable,
+            count: 7,
+            first_time_ns: 100,
+            last_time_ns: 250,
+        }
+    }
+
+    fn retention() -> Retention {
+        Retention {
+            reason: RetentionReason::Budget,
+            last_deleted_segment: 4,
+            end_index: 120,
+            deleted_bytes: 65_536,
+            deleted_segments: 3,
+            last_deleted_header_digest: Digest([0xab; 32]),
+        }
+    }
+
+    /// Parses `bytes`, expecting a malformed body whose message contains `what`.
+    fn assert_malformed(bytes: &[u8], kind: EntryKind, what: &str) {
+        match Entry::parse(bytes) {
+            Err(EntryError::Malformed { kind: k, what: w }) => {
+                assert_eq!(k, kind);
+                assert!(w.contains(what), "expected {what:?}, got {w:?}");
+            }
+            other => panic!("expected a malformed {kind:?} ({what}), got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn dropped_layout_and_round_trip() {
+        let d = dropped();
+        let bytes = d.encode();
+        assert_eq!(bytes.len(), ENTRY_HEADER_LEN + Dropped::BODY_LEN);
+        assert_eq!(bytes.len(), 32);
+        let mut want = vec![9, 0, 1, 0, 1, 0, 0, 0];
+        want.extend_from_slice(&7u64.to_le_bytes());
+        want.extend_from_slice(&100u64.to_le_bytes());
+        want.extend_from_slice(&250u64.to_le_bytes());
+        assert_eq!(bytes, want, "the layout in docs/FORMAT.md §4.8");
+        assert_eq!(Entry::parse(&bytes).unwrap(), Entry::Dropped(d));
+        assert_eq!(
+            Entry::parse(&bytes).unwrap().kind(),
+            Some(EntryKind::Dropped)
+        );
+        let q = Dropped {
+            reason: DropReason::QueueFull,
+            first_time_ns: 5,
+            last_time_ns: 5,
+            count: 1,
+        };
+        assert_eq!(Entry::parse(&q.encode()).unwrap(), Entry::Dropped(q));
+        assert_eq!(EntryKind::Dropped.name(), "DROPPED");
+    }
+
+    #[test]
+    fn malformed_dropped_bodies_are_rejected() {
+        let k = EntryKind::Dropped;
+        let good = dropped().encode();
+        let mut long = good.clone();
+        long.push(0);
+        assert_malformed(&long, k, "not 28 bytes");
+        assert_malformed(&good[..good.len() - 1], k, "not 28 bytes");
+        assert_malformed(&good[..ENTRY_HEADER_LEN], k, "not 28 bytes");
+        let mut zero = good.clone();
+        zero[8..16].copy_from_slice(&0u64.to_le_bytes());
+        assert_malformed(&zero, k, "count is zero");
+        for at in [6, 7] {
+            let mut reserved = good.clone();
+            reserved[at] = 1;
+            assert_malformed(&reserved, k, "reserved bytes");
+        }
+        for reason in [0u16, 3, u16::MAX] {
+            let mut unknown = good.clone();
+            unknown[4..6].copy_from_slice(&reason.to_le_bytes());
+            assert_malformed(&unknown, k, "unknown drop reason");
+        }
+        let mut backwards = good.clone();
+        backwards[16..24].copy_from_slice(&251u64.to_le_bytes());
+        assert_malformed(&backwards, k, "last_time_ns < first_time_ns");
+        // A different kind version is not malformed but opaque.
+        let mut v2 = good;
+        v2[2] = 2;
+        assert!(matches!(
+            Entry::parse(&v2),
+            Ok(Entry::Unknown {
+                kind: 9,
+                version: 2,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn retention_layout_and_round_trip() {
+        let r = retention();
+        let bytes = r.encode();
+        assert_eq!(bytes.len(), ENTRY_HEADER_LEN + Retention::BODY_LEN);
+        assert_eq!(bytes.len(), 72);
+        let mut want = vec![8, 0, 1, 0, 1, 0, 0, 0];
+        for v in [4u64, 120, 65_536, 3] {
+            want.extend_from_slice(&v.to_le_bytes());
+        }
+        want.extend_from_slice(&[0xab; 32]);
+        assert_eq!(bytes, want, "the layout in docs/FORMAT.md §4.7");
+        assert_eq!(Entry::parse(&bytes).unwrap(), Entry::Retention(r));
+        assert_eq!(
+            Entry::parse(&bytes).unwrap().kind(),
+            Some(EntryKind::Retention)
+        );
+        let hard = Retention {
+            reason: RetentionReason::HardCap,
+            last_deleted_segment: 0,
+            deleted_segments: 1,
+            ..r
+        };
+        assert_eq!(
+            Entry::parse(&hard.encode()).unwrap(),
+            Entry::Retention(hard)
+        );
+        assert_eq!(EntryKind::Retention.name(), "RETENTION");
+        assert_eq!(RetentionReason::try_from(2), Ok(RetentionReason::HardCap));
+        assert_eq!(RetentionReason::try_from(3), Err(3));
+    }
+
+    #[test]
+    fn malformed_retention_bodies_are_rejected() {
+        let k = EntryKind::Retention;
+        let good = retention().encode();
+        let mut long = good.clone();
+        long.push(0);
+        assert_malformed(&long, k, "not 68 bytes");
+        assert_malformed(&good[..good.len() - 1], k, "not 68 bytes");
+        for at in [6, 7] {
+            let mut reserved = good.clone();
+            reserved[at] = 0x80;
+            assert_malformed(&reserved, k, "reserved bytes");
+        }
+        for reason in [0u16, 3, u16::MAX] {
+            let mut unknown = good.clone();
+            unknown[4..6].copy_from_slice(&reason.to_le_bytes());
+            assert_malformed(&unknown, k, "unknown retention reason");
+        }
+        // Segments 0..=4 are five segments; a batch cannot remove six.
+        let mut too_many = good.clone();
+        too_many[32..40].copy_from_slice(&6u64.to_le_bytes());
+        assert_malformed(&too_many, k, "more segments deleted");
+        let mut five = good;
+        five[32..40].copy_from_slice(&5u64.to_le_bytes());
+        assert!(Entry::parse(&five).is_ok());
+    }
+
     fn arb_entry() -> impl Strategy<Value = Vec<u8>> {
         prop_oneof![
             (any::<u16>(), proptest::collection::vec(any::<u8>(), 0..64)).prop_map(
@@ -844,6 +1194,40 @@ mod tests {
                 monotonic_ns: m
             }
             .encode()),
+            (any::<bool>(), 1u64.., any::<u64>(), any::<u64>()).prop_map(|(q, count, a, b)| {
+                Dropped {
+                    reason: if q {
+                        DropReason::QueueFull
+                    } else {
+                        DropReason::StorageUnavailable
+                    },
+                    count,
+                    first_time_ns: a.min(b),
+                    last_time_ns: a.max(b),
+                }
+                .encode()
+            }),
+            (
+                any::<bool>(),
+                any::<u64>(),
+                any::<u64>(),
+                any::<u64>(),
+                any::<u64>(),
+                any::<[u8; 32]>()
+            )
+                .prop_map(|(h, last, end, bytes, n, d)| Retention {
+                    reason: if h {
+                        RetentionReason::HardCap
+                    } else {
+                        RetentionReason::Budget
+                    },
+                    last_deleted_segment: last,
+                    end_index: end,
+                    deleted_bytes: bytes,
+                    deleted_segments: n % last.saturating_add(1).saturating_add(1),
+                    last_deleted_header_digest: Digest(d),
+                }
+                .encode()),
         ]
     }
 
@@ -859,6 +1243,8 @@ mod tests {
                 Entry::AgentStop(x) => x.encode_into(&mut again),
                 Entry::Heartbeat(x) => x.encode_into(&mut again),
                 Entry::KeyRotation(x) => x.encode_into(&mut again),
+                Entry::Retention(x) => x.encode_into(&mut again),
+                Entry::Dropped(x) => x.encode_into(&mut again),
                 Entry::Unknown { .. } => panic!("encoders only produce known kinds"),
             }
             prop_assert_eq!(again, bytes);
@@ -876,92 +1262,5 @@ mod tests {
                 prop_assert!(Entry::parse(&bytes[..bytes.len() - cut]).is_err());
             }
         }
-    }
-}
-
-/// Why the agent dropped entries itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DropReason {
-    /// Sealed segments could not be written (disk full, I/O error).
-    StorageUnavailable = 1,
-    /// An internal queue was full.
-    QueueFull = 2,
-}
-
-impl TryFrom<u16> for DropReason {
-    type Error = u16;
-    fn try_from(v: u16) -> Result<Self, u16> {
-        Ok(match v {
-            1 => DropReason::StorageUnavailable,
-            2 => DropReason::QueueFull,
-            other => return Err(other),
-        })
-    }
-}
-
-/// DROPPED v1 (28-byte body): `reason (u16) || 2 zero bytes || count (u64) ||
-/// first_time_ns (u64) || last_time_ns (u64)`. The agent could not record `count` entries
-/// between the two times (agent clock, boot-time ns) for `reason`; written as soon as it can
-/// record again. Unlike LOSS this is the agent's own drop, not the kernel's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub struct Dropped {
-    /// Why.
-    pub reason: DropReason,
-    /// How many entries were not recorded (at least 1).
-    pub count: u64,
-    /// When the first was dropped.
-    pub first_time_ns: u64,
-    /// When the last was dropped (≥ `first_time_ns`).
-    pub last_time_ns: u64,
-}
-
-impl Dropped {
-    /// Body length in bytes.
-    pub const BODY_LEN: usize = 28;
-
-    /// Appends the entry bytes to `out`.
-    pub fn encode_into(&self, out: &mut Vec<u8>) {
-        put_header(out, EntryKind::Dropped);
-        out.extend_from_slice(&(self.reason as u16).to_le_bytes());
-        out.extend_from_slice(&[0; 2]);
-        out.extend_from_slice(&self.count.to_le_bytes());
-        out.extend_from_slice(&self.first_time_ns.to_le_bytes());
-        out.extend_from_slice(&self.last_time_ns.to_le_bytes());
-    }
-
-    /// The entry bytes.
-    pub fn encode(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(ENTRY_HEADER_LEN + Self::BODY_LEN);
-        self.encode_into(&mut v);
-        v
-    }
-
-    fn parse_body(body: &[u8]) -> Result<Self, EntryError> {
-        let k = EntryKind::Dropped;
-        if body.len() != Self::BODY_LEN {
-            return Err(malformed(k, "body is not 28 bytes"));
-        }
-        let mut r = Reader::new(body);
-        let short = || malformed(k, "short");
-        let reason = DropReason::try_from(r.u16().ok_or_else(short)?)
-            .map_err(|_| malformed(k, "unknown drop reason"))?;
-        if r.u16().ok_or_else(short)? != 0 {
-            return Err(malformed(k, "reserved bytes not zero"));
-        }
-        let d = Dropped {
-            reason,
-            count: r.u64().ok_or_else(short)?,
-            first_time_ns: r.u64().ok_or_else(short)?,
-            last_time_ns: r.u64().ok_or_else(short)?,
-        };
-        if d.count == 0 {
-            return Err(malformed(k, "count is zero"));
-        }
-        if d.last_time_ns < d.first_time_ns {
-            return Err(malformed(k, "last_time_ns < first_time_ns"));
-        }
-        finish(k, &r)?;
-        Ok(d)
     }
 }

@@ -225,6 +225,34 @@ mod tests {
     }
 
     #[test]
+    fn resume_works_after_the_oldest_segments_were_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SegmentStore::create(dir.path()).unwrap();
+        let host = HostId([1; 16]);
+        let key = SecretKey::from_seed([1; 32]);
+        let mut w = ChainWriter::new(host);
+        for s in 0..4 {
+            w.append_event(1, b"a").unwrap();
+            store.write(&w.seal(s, &key)).unwrap();
+        }
+        store.write(&w.seal(4, &key)).unwrap(); // empty seals at the end
+        store.write(&w.seal(5, &key)).unwrap();
+        for n in 0..3 {
+            fs::remove_file(store.path(n)).unwrap();
+        }
+        let (r, reason) = ChainWriter::resume_for_start(&store, host).unwrap();
+        assert_eq!(reason, StartReason::RecoveredAfterCrash);
+        assert_eq!(r.position(), w.position());
+        assert_eq!(r.state().next_segment, 6);
+
+        // Even when every remaining segment is an empty seal, the walk stops at the gap.
+        fs::remove_file(store.path(3)).unwrap();
+        let (r, reason) = ChainWriter::resume_for_start(&store, host).unwrap();
+        assert_eq!(reason, StartReason::RecoveredAfterCrash);
+        assert_eq!(r.position(), w.position());
+    }
+
+    #[test]
     fn names_round_trip() {
         assert_eq!(file_name(7), "00000000000000000007.seg");
         assert_eq!(parse_file_name(&file_name(u64::MAX)), Some(u64::MAX));

@@ -19,7 +19,9 @@ use std::path::Path;
 use std::str::FromStr;
 
 use crate::digest::{genesis_link, leaf_hash, link_hash, Digest, HostId};
-use crate::entry::{Dropped, Entry, EntryKind, KeyRotation, Loss, StartReason};
+use crate::entry::{
+    Dropped, Entry, EntryKind, KeyRotation, Loss, Retention, RetentionReason, StartReason,
+};
 use crate::keys::{KeyId, PublicKey};
 use crate::merkle;
 use crate::segment::{SegmentHeader, SegmentView};
@@ -351,10 +353,35 @@ pub struct Report {
     pub keys: Vec<KeyUse>,
     /// Where the log ends.
     pub head: Option<LogHead>,
+    /// The pruned prefix, when a RETENTION entry declares the oldest segments deleted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retention: Option<RetentionSummary>,
     /// Everything wrong, ordered by segment.
     pub findings: Vec<Finding>,
     /// Things the reader should know that are not findings.
     pub notices: Vec<String>,
+}
+
+/// What the verifier accepted as deliberately deleted: the newest honoured RETENTION entry and
+/// the segment numbers that are absent because of it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RetentionSummary {
+    /// Chain index of the newest honoured RETENTION entry (the one declaring the most).
+    pub declared_at: u64,
+    /// The segment holding it.
+    pub declared_in_segment: u64,
+    /// Why the agent deleted.
+    pub reason: RetentionReason,
+    /// Segments the entry declares deleted: `0..=last_deleted_segment`.
+    pub declared_segments: Range,
+    /// Entries deleted with them, `0..end_index` (absent when `end_index` is 0).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub declared_entries: Option<Range>,
+    /// Runs of declared segment numbers that are absent (normally one run, the whole prefix).
+    pub absent: Vec<Range>,
+    /// Declared segment numbers still present (the agent was interrupted mid-deletion).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub still_present: Option<Range>,
 }
 
 /// Errors that stop verification altogether (as opposed to findings).
@@ -375,6 +402,7 @@ struct Checked {
     rotations: Vec<(u64, KeyRotation)>,
     losses: Vec<(u64, Loss)>,
     drops: Vec<(u64, Dropped)>,
+    retentions: Vec<(u64, Retention)>,
     head_link: Option<Digest>,
 }
 
@@ -459,6 +487,7 @@ impl Verifier {
         let mut rotations = Vec::new();
         let mut losses = Vec::new();
         let mut drops = Vec::new();
+        let mut retentions = Vec::new();
         let mut head_link = None;
         let mut malformed = Vec::new();
         let mut kinds: Vec<(String, u64)> = Vec::new();
@@ -489,6 +518,26 @@ impl Verifier {
                 Ok(Entry::Dropped(d)) => {
                     bump(&mut kinds, "DROPPED");
                     drops.push((index, d));
+                }
+                Ok(Entry::Retention(r)) => {
+                    bump(&mut kinds, "RETENTION");
+                    // The deleted segments must all precede the segment recording the
+                    // deletion, and so must their entries.
+                    if r.last_deleted_segment >= h.segment_number || r.end_index > h.first_index {
+                        malformed.push((
+                            index,
+                            format!(
+                                "RETENTION declares segments 0..={} (entries 0..{}) deleted, which \
+                                 does not all precede its own segment {} (first index {})",
+                                r.last_deleted_segment,
+                                r.end_index,
+                                h.segment_number,
+                                h.first_index
+                            ),
+                        ));
+                    } else {
+                        retentions.push((index, r));
+                    }
                 }
                 Ok(Entry::AgentStart(s)) => {
                     bump(&mut kinds, "AGENT_START");
@@ -556,6 +605,7 @@ impl Verifier {
             rotations: if content_ok { rotations } else { Vec::new() },
             losses: if content_ok { losses } else { Vec::new() },
             drops: if content_ok { drops } else { Vec::new() },
+            retentions: if content_ok { retentions } else { Vec::new() },
             head_link: if content_ok { head_link } else { None },
         });
     }
@@ -629,11 +679,17 @@ impl Verifier {
         let mut keys: Vec<KeyUse> = Vec::new();
         let mut prev: Option<&Checked> = None;
         let mut expected = 0u64;
+        // Absent segment runs (from, to, end index before, first index after); reported once
+        // the RETENTION entries of every accepted segment are known.
+        let mut gaps: Vec<(u64, u64, u64, u64)> = Vec::new();
+        // RETENTION entries in accepted, intact segments: (segment, index, entry).
+        let mut retentions: Vec<(u64, u64, Retention)> = Vec::new();
         for c in &chain {
             let h = &c.header;
             let n = h.segment_number;
             if n > expected {
-                self.report_missing(expected, n - 1, prev.map(|p| &p.header), Some(h));
+                let before = prev.map_or(0, |p| p.header.end_index());
+                gaps.push((expected, n - 1, before, h.first_index));
             }
             if Some(h.host_id) != host {
                 self.findings.push(
@@ -727,6 +783,9 @@ impl Verifier {
             } else {
                 let why = if current_key.is_some() {
                     "neither the key in effect nor a trusted key, and no valid KEY_ROTATION introduced it"
+                } else if n > 0 {
+                    "not one of the trusted keys; the log starts at this segment, so a KEY_ROTATION \
+                     in a deleted earlier segment may have introduced it: trust the key in effect"
                 } else {
                     "not one of the trusted keys"
                 };
@@ -762,6 +821,9 @@ impl Verifier {
                 } else if accepted {
                     current_key = Some(rot.new_public);
                 }
+            }
+            if accepted {
+                retentions.extend(c.retentions.iter().map(|(i, r)| (n, *i, *r)));
             }
             for (index, l) in &c.losses {
                 let (kind, what) = if l.is_explained() {
@@ -810,6 +872,22 @@ impl Verifier {
             }
             prev = Some(c);
             expected = n + 1;
+        }
+        let summary = self.apply_retention(&chain, &retentions, &gaps);
+        let declared_up_to = summary.as_ref().map(|s| s.declared_segments.last);
+        for (from, to, lo, hi) in gaps {
+            match declared_up_to {
+                Some(k) if to <= k => {}
+                Some(k) if from <= k => {
+                    // Part of the run is declared; the rest is missing from the end of the
+                    // declared range, whose end index the RETENTION entry states.
+                    let end = summary
+                        .as_ref()
+                        .map_or(lo, |s| s.declared_entries.map_or(0, |e| e.last + 1));
+                    self.report_missing(k + 1, to, end, Some(hi));
+                }
+                _ => self.report_missing(from, to, lo, Some(hi)),
+            }
         }
         // Broken files beyond the last valid segment are not "missing" either.
         if let Some(&last_broken) = self.broken.iter().next_back() {
@@ -862,20 +940,127 @@ impl Verifier {
             entry_kinds: self.kinds,
             keys,
             head,
+            retention: summary,
             findings: self.findings,
             notices: self.notices,
         }
     }
 
+    /// Checks honoured RETENTION entries (`(segment, index, entry)`, from accepted, intact
+    /// segments) against the segments present on either side of the boundary they declare, and
+    /// summarises what the newest of them excuses. `gaps` are the absent runs.
+    fn apply_retention(
+        &mut self,
+        chain: &[&Checked],
+        retentions: &[(u64, u64, Retention)],
+        gaps: &[(u64, u64, u64, u64)],
+    ) -> Option<RetentionSummary> {
+        let lookup = |n: u64| {
+            chain
+                .binary_search_by_key(&n, |c| c.header.segment_number)
+                .ok()
+                .map(|i| chain[i])
+        };
+        for &(seg, index, r) in retentions {
+            let k = r.last_deleted_segment;
+            let what = format!(
+                "RETENTION entry {index} (segment {seg}) declares segments 0..={k} deleted, \
+                 ending at entry index {} with header digest {}",
+                r.end_index, r.last_deleted_header_digest
+            );
+            // The first kept segment must continue exactly where the declaration says the
+            // deleted prefix ended; failing that, the last deleted one if it is still there.
+            let mismatch = if let Some(next) = k.checked_add(1).and_then(lookup) {
+                let h = &next.header;
+                let mut why = Vec::new();
+                if h.prev_header_digest != r.last_deleted_header_digest {
+                    why.push(format!(
+                        "its previous-header digest is {}",
+                        h.prev_header_digest
+                    ));
+                }
+                if h.first_index != r.end_index {
+                    why.push(format!("it starts at index {}", h.first_index));
+                }
+                (!why.is_empty()).then_some((next, k + 1, why))
+            } else if let Some(last) = lookup(k) {
+                let mut why = Vec::new();
+                if last.digest != r.last_deleted_header_digest {
+                    why.push(format!("its header digest is {}", last.digest));
+                }
+                if last.header.end_index() != r.end_index {
+                    why.push(format!("it ends at index {}", last.header.end_index()));
+                }
+                (!why.is_empty()).then_some((last, k, why))
+            } else {
+                None
+            };
+            if let Some((c, n, why)) = mismatch {
+                self.findings.push(
+                    Finding::new(
+                        FindingKind::Fork,
+                        format!("segment {n} contradicts {what}: {}", why.join(", ")),
+                    )
+                    .seg(n)
+                    .file(&c.file),
+                );
+            }
+        }
+
+        let &(seg, index, newest) = retentions
+            .iter()
+            .max_by_key(|(_, i, r)| (r.last_deleted_segment, *i))?;
+        let k = newest.last_deleted_segment;
+        let absent: Vec<Range> = gaps
+            .iter()
+            .filter(|g| g.0 <= k)
+            .map(|g| Range::new(g.0, g.1.min(k)))
+            .collect();
+        let mut present = chain
+            .iter()
+            .map(|c| c.header.segment_number)
+            .filter(|&n| n <= k);
+        let still_present = present
+            .next()
+            .map(|first| Range::new(first, present.next_back().unwrap_or(first)));
+        let declared_entries = newest
+            .end_index
+            .checked_sub(1)
+            .map(|last| Range::new(0, last));
+        let entries = match declared_entries {
+            Some(e) => format!("entries {e}"),
+            None => "no entries".to_string(),
+        };
+        let runs: Vec<String> = absent.iter().map(|r| r.to_string()).collect();
+        if !runs.is_empty() {
+            self.notices.push(format!(
+                "Segment(s) {} were deleted by retention ({:?}): RETENTION entry {index} in \
+                 segment {seg} declares segments 0..={k} ({entries}) deleted. They are not \
+                 reported as missing; the verified log starts after them.",
+                runs.join(", "),
+                newest.reason
+            ));
+        }
+        if let Some(p) = still_present {
+            self.notices.push(format!(
+                "Segment(s) {p} are declared deleted by RETENTION entry {index} but still \
+                 present (the agent was interrupted while deleting); they were verified as usual."
+            ));
+        }
+        Some(RetentionSummary {
+            declared_at: index,
+            declared_in_segment: seg,
+            reason: newest.reason,
+            declared_segments: Range::new(0, k),
+            declared_entries,
+            absent,
+            still_present,
+        })
+    }
+
     /// Reports segment numbers `from..=to` that are absent, skipping numbers of broken files
     /// (those are reported as modified already).
-    fn report_missing(
-        &mut self,
-        from: u64,
-        to: u64,
-        before: Option<&SegmentHeader>,
-        after: Option<&SegmentHeader>,
-    ) {
+    fn report_missing(&mut self, from: u64, to: u64, end_before: u64, first_after: Option<u64>) {
         let mut runs = Vec::new();
         let mut start = None;
         for n in from..=to {
@@ -896,16 +1081,8 @@ impl Verifier {
             runs.push((s, to));
         }
         for (a, b) in runs {
-            let lo = if a == from {
-                Some(before.map_or(0, |h| h.end_index()))
-            } else {
-                None
-            };
-            let hi = if b == to {
-                after.map(|h| h.first_index)
-            } else {
-                None
-            };
+            let lo = if a == from { Some(end_before) } else { None };
+            let hi = if b == to { first_after } else { None };
             let (entries, what) = match (lo, hi) {
                 (Some(lo), Some(hi)) if hi > lo => (
                     Some(Range::new(lo, hi - 1)),
@@ -1040,6 +1217,7 @@ impl EntryKind {
             EntryKind::AgentStop => "AGENT_STOP",
             EntryKind::Heartbeat => "HEARTBEAT",
             EntryKind::KeyRotation => "KEY_ROTATION",
+            EntryKind::Retention => "RETENTION",
             EntryKind::Dropped => "DROPPED",
         }
     }

@@ -6,11 +6,15 @@ mod common;
 use std::fs;
 
 use common::*;
-use lineage_evidence::entry::{Event, KeyRotation, Loss, LOSS_FLAG_UNEXPLAINED};
+use lineage_evidence::entry::{
+    DropReason, Dropped, Event, KeyRotation, Loss, Retention, RetentionReason,
+    LOSS_FLAG_UNEXPLAINED,
+};
 use lineage_evidence::segment::{SegmentView, HEADER_LEN};
 use lineage_evidence::verify::{KnownHead, Range, TrustMode};
 use lineage_evidence::{
-    verify_dir, ChainWriter, FindingKind, Outcome, Report, SegmentStore, VerifyOptions,
+    verify_dir, ChainWriter, FindingKind, Outcome, Report, SealedSegment, SegmentStore,
+    VerifyOptions,
 };
 
 fn trusted() -> VerifyOptions {
@@ -476,4 +480,269 @@ fn oversized_file_is_a_finding_not_an_abort() {
     let r = verify_dir(dir.path(), &trusted()).unwrap();
     assert_eq!(kinds(&r), vec![FindingKind::Modified]);
     assert_eq!(r.findings[0].segments, Some(Range::one(1)));
+}
+
+#[test]
+fn declared_drop_is_declared_loss_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut w, _) = build_log(dir.path(), 2, 3, 10);
+    let d = Dropped {
+        reason: DropReason::StorageUnavailable,
+        count: 42,
+        first_time_ns: 1_000,
+        last_time_ns: 2_000,
+    };
+    let (index, _) = w.append_with(|b| d.encode_into(b)).unwrap();
+    assert_eq!(index, 6);
+    w.append_event(1, b"after the outage").unwrap();
+    SegmentStore::create(dir.path())
+        .unwrap()
+        .write(&w.seal(9, &key()))
+        .unwrap();
+    let r = verify_dir(dir.path(), &trusted()).unwrap();
+    assert_eq!(
+        kinds(&r),
+        vec![FindingKind::DeclaredLoss],
+        "{:#?}",
+        r.findings
+    );
+    assert_eq!(r.findings[0].segments, Some(Range::one(2)));
+    assert_eq!(r.findings[0].entries, Some(Range::one(6)));
+    assert!(r.findings[0].detail.contains("42 entries"));
+    assert_eq!(r.outcome, Outcome::DeclaredLossOnly);
+    assert_eq!(r.entry_kinds.get("DROPPED"), Some(&1));
+}
+
+// Retention: the agent deletes its oldest segments after recording the deletion on the chain.
+
+/// A log of 4 segments × 4 entries (0..=3, entries 0..=15), then segment 4 holding one
+/// RETENTION entry per `declare` (index 16, 17, …, each declaring segments 0..=k with the true
+/// digest and end index) and an EVENT, then segment 5 with two EVENTs (entries up to
+/// 17 + declare.len()). Nothing is deleted yet.
+fn log_with_retention(dir: &std::path::Path, declare: &[u64]) -> Vec<SealedSegment> {
+    let (mut w, mut segs) = build_log(dir, 4, 4, 30);
+    for &k in declare {
+        let r = truthful_retention(&segs, k);
+        w.append_with(|b| r.encode_into(b)).unwrap();
+    }
+    w.append_event(1, b"after retention").unwrap();
+    let store = SegmentStore::create(dir).unwrap();
+    segs.push(w.seal(5_000, &key()));
+    store.write(segs.last().unwrap()).unwrap();
+    w.append_event(1, b"x").unwrap();
+    w.append_event(1, b"y").unwrap();
+    segs.push(w.seal(6_000, &key()));
+    store.write(segs.last().unwrap()).unwrap();
+    segs
+}
+
+fn truthful_retention(segs: &[SealedSegment], k: u64) -> Retention {
+    let h = segs[k as usize].header;
+    Retention {
+        reason: RetentionReason::Budget,
+        last_deleted_segment: k,
+        end_index: h.end_index(),
+        deleted_bytes: 1234,
+        deleted_segments: k + 1,
+        last_deleted_header_digest: h.digest(),
+    }
+}
+
+fn delete(dir: &std::path::Path, segments: std::ops::RangeInclusive<u64>) {
+    for n in segments {
+        fs::remove_file(seg_path(dir, n)).unwrap();
+    }
+}
+
+#[test]
+fn pruned_prefix_declared_by_retention_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    log_with_retention(dir.path(), &[2]);
+    delete(dir.path(), 0..=2);
+    for opts in [trusted(), VerifyOptions::default()] {
+        let r = verify_dir(dir.path(), &opts).unwrap();
+        assert_eq!(r.outcome, Outcome::Ok, "{:#?}", r.findings);
+        assert!(r.findings.is_empty());
+        let s = r.retention.clone().expect("a retention summary");
+        assert_eq!(s.declared_at, 16);
+        assert_eq!(s.declared_in_segment, 4);
+        assert_eq!(s.reason, RetentionReason::Budget);
+        assert_eq!(s.declared_segments, Range::new(0, 2));
+        assert_eq!(s.declared_entries, Some(Range::new(0, 11)));
+        assert_eq!(s.absent, vec![Range::new(0, 2)]);
+        assert_eq!(s.still_present, None);
+        assert!(
+            r.notices
+                .iter()
+                .any(|n| n.contains("0..=2 were deleted by retention")
+                    && n.contains("RETENTION entry 16 in segment 4")
+                    && n.contains("entries 0..=11")),
+            "{:#?}",
+            r.notices
+        );
+        assert_eq!((r.segments_ok, r.entries_ok), (3, 8));
+        assert_eq!(r.head.unwrap().next_index, 20);
+        assert_eq!(r.entry_kinds.get("RETENTION"), Some(&1));
+    }
+    let json = serde_json::to_value(verify_dir(dir.path(), &trusted()).unwrap()).unwrap();
+    assert_eq!(json["retention"]["declared_segments"]["last"], 2);
+    assert_eq!(json["retention"]["reason"], "budget");
+    assert_eq!(json["outcome"], "ok");
+
+    // The agent resumes the pruned store as usual.
+    let store = SegmentStore::open(dir.path()).unwrap();
+    let w = ChainWriter::resume(&store, HOST).unwrap();
+    assert_eq!(w.position().next_index, 20);
+}
+
+#[test]
+fn pruned_prefix_without_retention_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    build_log(dir.path(), 6, 4, 30);
+    delete(dir.path(), 0..=2);
+    let r = verify_dir(dir.path(), &trusted()).unwrap();
+    assert_eq!(kinds(&r), vec![FindingKind::MissingSegments]);
+    assert_eq!(r.findings[0].segments, Some(Range::new(0, 2)));
+    assert_eq!(r.findings[0].entries, Some(Range::new(0, 11)));
+    assert_eq!(r.outcome, Outcome::CompletenessFailure);
+    assert!(r.retention.is_none());
+}
+
+#[test]
+fn attacker_deleting_the_prefix_and_the_retention_is_missing() {
+    // Deleting the segment holding the RETENTION entry along with the prefix leaves nothing
+    // that declares the deletion.
+    let dir = tempfile::tempdir().unwrap();
+    log_with_retention(dir.path(), &[2]);
+    delete(dir.path(), 0..=4);
+    let r = verify_dir(dir.path(), &trusted()).unwrap();
+    assert_eq!(kinds(&r), vec![FindingKind::MissingSegments]);
+    assert_eq!(r.findings[0].segments, Some(Range::new(0, 4)));
+    assert_eq!(r.findings[0].entries, Some(Range::new(0, 17)));
+    assert!(r.retention.is_none());
+}
+
+#[test]
+fn deleting_one_segment_beyond_the_declared_range_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    log_with_retention(dir.path(), &[1]);
+    delete(dir.path(), 0..=2);
+    let r = verify_dir(dir.path(), &trusted()).unwrap();
+    assert_eq!(
+        kinds(&r),
+        vec![FindingKind::MissingSegments],
+        "{:#?}",
+        r.findings
+    );
+    assert_eq!(r.findings[0].segments, Some(Range::one(2)));
+    assert_eq!(r.findings[0].entries, Some(Range::new(8, 11)));
+    assert_eq!(r.outcome, Outcome::CompletenessFailure);
+    assert_eq!(r.retention.unwrap().absent, vec![Range::new(0, 1)]);
+}
+
+#[test]
+fn retention_that_does_not_match_the_first_kept_segment_is_a_fork() {
+    for bad in ["digest", "end index"] {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut w, segs) = build_log(dir.path(), 4, 4, 30);
+        let mut r = truthful_retention(&segs, 2);
+        if bad == "digest" {
+            r.last_deleted_header_digest = segs[1].header.digest();
+        } else {
+            r.end_index -= 1;
+        }
+        w.append_with(|b| r.encode_into(b)).unwrap();
+        let store = SegmentStore::create(dir.path()).unwrap();
+        store.write(&w.seal(5_000, &key())).unwrap();
+        delete(dir.path(), 0..=2);
+        let rep = verify_dir(dir.path(), &trusted()).unwrap();
+        assert_eq!(
+            kinds(&rep),
+            vec![FindingKind::Fork],
+            "{bad}: {:#?}",
+            rep.findings
+        );
+        assert_eq!(rep.findings[0].segments, Some(Range::one(3)));
+        assert!(rep.findings[0]
+            .file
+            .as_deref()
+            .unwrap()
+            .ends_with("00000000000000000003.seg"));
+        assert!(rep.findings[0].detail.contains("RETENTION entry 16"));
+        assert_eq!(rep.outcome, Outcome::IntegrityFailure);
+    }
+}
+
+#[test]
+fn deletion_in_progress_is_accepted_with_a_notice() {
+    // The agent crashed after deleting segments 0 and 1 of the declared 0..=2.
+    let dir = tempfile::tempdir().unwrap();
+    log_with_retention(dir.path(), &[2]);
+    delete(dir.path(), 0..=1);
+    let r = verify_dir(dir.path(), &trusted()).unwrap();
+    assert_eq!(r.outcome, Outcome::Ok, "{:#?}", r.findings);
+    let s = r.retention.unwrap();
+    assert_eq!(s.absent, vec![Range::new(0, 1)]);
+    assert_eq!(s.still_present, Some(Range::one(2)));
+    assert!(r.notices.iter().any(|n| n.contains("still present")));
+
+    // Declared but nothing deleted yet is fine too.
+    let dir = tempfile::tempdir().unwrap();
+    log_with_retention(dir.path(), &[2]);
+    let r = verify_dir(dir.path(), &trusted()).unwrap();
+    assert_eq!(r.outcome, Outcome::Ok, "{:#?}", r.findings);
+    assert_eq!(r.retention.unwrap().still_present, Some(Range::new(0, 2)));
+}
+
+#[test]
+fn the_newest_cumulative_retention_covers_the_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    log_with_retention(dir.path(), &[0, 2]);
+    delete(dir.path(), 0..=2);
+    let r = verify_dir(dir.path(), &trusted()).unwrap();
+    assert_eq!(r.outcome, Outcome::Ok, "{:#?}", r.findings);
+    let s = r.retention.unwrap();
+    assert_eq!((s.declared_at, s.declared_segments), (17, Range::new(0, 2)));
+    assert_eq!(s.absent, vec![Range::new(0, 2)]);
+}
+
+#[test]
+fn retention_signed_by_an_untrusted_key_is_not_honoured() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut w, segs) = build_log(dir.path(), 4, 4, 30);
+    let r = truthful_retention(&segs, 2);
+    w.append_with(|b| r.encode_into(b)).unwrap();
+    let store = SegmentStore::create(dir.path()).unwrap();
+    store.write(&w.seal(5_000, &foreign_key())).unwrap();
+    delete(dir.path(), 0..=2);
+    let rep = verify_dir(dir.path(), &trusted()).unwrap();
+    assert_eq!(
+        kinds(&rep),
+        vec![FindingKind::MissingSegments, FindingKind::UnknownKey],
+        "{:#?}",
+        rep.findings
+    );
+    assert_eq!(rep.findings[0].segments, Some(Range::new(0, 2)));
+    assert!(rep.retention.is_none());
+}
+
+#[test]
+fn retention_declaring_its_own_segment_is_malformed_and_not_honoured() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut w, segs) = build_log(dir.path(), 4, 4, 30);
+    let mut r = truthful_retention(&segs, 3);
+    r.last_deleted_segment = 4; // the segment the entry itself is in
+    w.append_with(|b| r.encode_into(b)).unwrap();
+    let store = SegmentStore::create(dir.path()).unwrap();
+    store.write(&w.seal(5_000, &key())).unwrap();
+    delete(dir.path(), 0..=3);
+    let rep = verify_dir(dir.path(), &trusted()).unwrap();
+    assert_eq!(
+        kinds(&rep),
+        vec![FindingKind::MissingSegments, FindingKind::Malformed],
+        "{:#?}",
+        rep.findings
+    );
+    assert_eq!(rep.findings[0].segments, Some(Range::new(0, 3)));
+    assert_eq!(rep.findings[1].entries, Some(Range::one(16)));
 }
