@@ -11,17 +11,21 @@ unset CARGO_TARGET_DIR
 
 # Seed corpora from the committed test vectors so the fuzzer starts from valid inputs.
 vectors="$here/../testdata/v1"
-seed() { mkdir -p "corpus/$1"; cp -f "$2" "corpus/$1/" 2>/dev/null || true; }
+retention="$here/../testdata/v1-retention"  # a pruned log with RETENTION and DROPPED entries
+seed() { mkdir -p "corpus/$1"; cp -f "$2" "corpus/$1/${3:-}" 2>/dev/null || true; }
 for f in "$vectors"/log/segments/*.seg; do seed segment "$f"; done
+for f in "$retention"/log/segments/*.seg; do seed segment "$f" "retention-$(basename "$f")"; done
 seed proof "$vectors/entry-9.proof"
 seed text "$vectors/key0.pub"
 mkdir -p corpus/entry corpus/log
-python3 - "$vectors/expected.json" corpus/entry <<'PY' || true
+python3 - "$vectors/expected.json" "$retention/expected.json" corpus/entry <<'PY' || true
 import json, sys, os
-exp = json.load(open(sys.argv[1]))
-for s in exp["segments"]:
-    for e in s["entries"]:
-        open(os.path.join(sys.argv[2], "vector-%d" % e["index"]), "wb").write(bytes.fromhex(e["entry_hex"]))
+for prefix, path in (("vector", sys.argv[1]), ("retention", sys.argv[2])):
+    exp = json.load(open(path))
+    for s in exp["segments"]:
+        for e in s["entries"]:
+            name = "%s-%d" % (prefix, e["index"])
+            open(os.path.join(sys.argv[3], name), "wb").write(bytes.fromhex(e["entry_hex"]))
 PY
 # A "directory" of the four vector segments for the log target (slot, u16 length, bytes).
 python3 - "$vectors/log/segments" corpus/log/vectors <<'PY' || true
@@ -30,6 +34,15 @@ out = bytearray([0x01])
 for i, name in enumerate(sorted(os.listdir(sys.argv[1]))):
     b = open(os.path.join(sys.argv[1], name), "rb").read()
     out += bytes([i]) + struct.pack("<H", len(b)) + b
+open(sys.argv[2], "wb").write(out)
+PY
+# The pruned log: its first file is segment 2, accepted only through the RETENTION entry.
+python3 - "$retention/log/segments" corpus/log/retention <<'PY' || true
+import os, struct, sys
+out = bytearray([0x01])
+for name in sorted(os.listdir(sys.argv[1])):
+    b = open(os.path.join(sys.argv[1], name), "rb").read()
+    out += bytes([int(name[:20])]) + struct.pack("<H", len(b)) + b
 open(sys.argv[2], "wb").write(out)
 PY
 

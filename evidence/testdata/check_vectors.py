@@ -3,7 +3,9 @@
 
 Recomputes every hash, link, Merkle root, header digest, key id and signature of
 evidence/testdata/v1 and compares them with the files and with expected.json; checks the key
-rotation, the continuity rules and the proof. Exits non-zero on the first mismatch.
+rotation, the continuity rules and the proof. Then checks evidence/testdata/v1-retention, a log
+whose oldest segments were deleted under a RETENTION entry (FORMAT.md §4.7, §9.2), with DROPPED
+entries (§4.8). Exits non-zero on the first mismatch.
 
 Needs: pip install blake3 cryptography
 """
@@ -17,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey, 
 from cryptography.exceptions import InvalidSignature
 
 V1 = os.path.join(os.path.dirname(os.path.abspath(__file__)), "v1")
+V1R = os.path.join(os.path.dirname(os.path.abspath(__file__)), "v1-retention")
 
 
 def H(tag, *parts):
@@ -126,6 +129,101 @@ def parse_segment(data):
     return h, data[:248], sig, entries
 
 
+def parse_dropped(e):
+    """DROPPED v1 (FORMAT.md §4.8): 28-byte body; raises on a malformed body."""
+    check(len(e) == 4 + 28, "DROPPED length")
+    reason, zero, count, first, last = struct.unpack_from("<HHQQQ", e, 4)
+    check(reason in (1, 2) and zero == 0 and count >= 1 and last >= first, "DROPPED body")
+    return {"reason": {1: "storage_unavailable", 2: "queue_full"}[reason], "count": count,
+            "first_time_ns": first, "last_time_ns": last}
+
+
+def parse_retention(e):
+    """RETENTION v1 (FORMAT.md §4.7): 68-byte body."""
+    check(len(e) == 4 + 68, "RETENTION length")
+    reason, zero, k, end, nbytes, nsegs = struct.unpack_from("<HHQQQQ", e, 4)
+    check(reason in (1, 2) and zero == 0 and nsegs <= k + 1, "RETENTION body")
+    return {"reason": {1: "budget", 2: "hard_cap"}[reason], "last_deleted_segment": k,
+            "end_index": end, "deleted_bytes": nbytes, "deleted_segments": nsegs,
+            "last_deleted_header_digest": e[40:72]}
+
+
+def check_retention_vectors():
+    exp = json.load(open(os.path.join(V1R, "expected.json")))
+    host = bytes.fromhex(exp["host_id"])
+    k = exp["keys"]["key0"]
+    pk = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(k["seed_hex"])).public_key().public_bytes_raw()
+    check(pk.hex() == k["public_hex"] and key_id(pk).hex() == k["key_id"], "retention key0")
+    names = sorted(os.listdir(os.path.join(V1R, "log", "segments")))
+    check(names == [os.path.basename(s["file"]) for s in exp["segments"]], "retention segment files")
+
+    prev, findings, retentions, first = None, [], [], None
+    for s in exp["segments"]:
+        h, hb, sig, entries = parse_segment(open(os.path.join(V1R, s["file"]), "rb").read())
+        n = h["segment_number"]
+        check(hb.hex() == s["header_hex"] and header_digest(hb).hex() == s["header_digest"], f"r{n} header")
+        check(h["public_key"] == pk and key_id(pk) == h["key_id"], f"r{n} key")
+        check(ed_verify(pk, b"lineage/segment-header/v1" + hb, sig), f"r{n} signature")
+        check(h["host_id"] == host, f"r{n} host")
+        if prev is None:
+            first = h
+        else:
+            ph, phb = prev
+            check(n == ph["segment_number"] + 1 and h["prev_header_digest"] == header_digest(phb)
+                  and h["first_index"] == ph["first_index"] + ph["entry_count"]
+                  and h["start_link"] == ph["chain_head"], f"r{n} continuity")
+        lk, leaves = h["start_link"], []
+        for i, e in enumerate(entries):
+            idx = h["first_index"] + i
+            ee = s["entries"][i]
+            lf = leaf(e)
+            lk = link(lk, idx, lf)
+            check(ee["index"] == idx and ee["entry_hex"] == e.hex() and ee["leaf_hash"] == lf.hex()
+                  and ee["link"] == lk.hex(), f"r entry {idx}")
+            leaves.append(lf)
+            kind, ver = struct.unpack_from("<HH", e)
+            check(kind != 0 and ver == 1, f"r entry {idx} kind/version")
+            if kind == 9:  # DROPPED: always DECLARED_LOSS
+                d = parse_dropped(e)
+                findings.append({"kind": "DECLARED_LOSS", "segment": n, "entry": idx,
+                                 "reason": d["reason"], "count": d["count"]})
+            if kind == 8:  # RETENTION: must declare only segments and entries before its own
+                r = parse_retention(e)
+                check(r["last_deleted_segment"] < n and r["end_index"] <= h["first_index"],
+                      f"RETENTION at {idx} precedes its segment")
+                retentions.append((idx, n, r))
+        check(lk == h["chain_head"] and mth(leaves) == h["merkle_root"], f"r{n} head and root")
+        prev = (h, hb)
+
+    # §9.2 Retention: the absent prefix 0..L-1 is excused by a RETENTION with
+    # last_deleted_segment >= L-1; one with == L-1 must match segment L exactly.
+    L = first["segment_number"]
+    check(L > 0, "the retention vectors start after a pruned prefix")
+    covering = [x for x in retentions if x[2]["last_deleted_segment"] >= L - 1]
+    check(covering, "a RETENTION entry covers the pruned prefix")
+    for idx, n, r in covering:
+        if r["last_deleted_segment"] == L - 1:
+            check(r["last_deleted_header_digest"] == first["prev_header_digest"]
+                  and r["end_index"] == first["first_index"], f"RETENTION at {idx} matches segment {L}")
+    for d in exp["deleted"]:
+        if d["segment_number"] == L - 1:
+            check(d["header_digest"] == first["prev_header_digest"].hex()
+                  and d["end_index"] == first["first_index"], "deleted segment digest")
+    idx, n, r = max(covering, key=lambda x: (x[2]["last_deleted_segment"], x[0]))
+    ev = exp["verify"]
+    want = ev["retention"]
+    check((idx, n, r["reason"], r["last_deleted_segment"], r["end_index"], r["deleted_bytes"],
+           r["deleted_segments"]) == (want["declared_at"], want["declared_in_segment"], want["reason"],
+                                      want["last_deleted_segment"], want["end_index"],
+                                      want["deleted_bytes"], want["deleted_segments"]),
+          "retention summary")
+    check(list(range(0, L)) == want["absent_segments"], "absent segments")
+    check(findings == ev["findings"], "retention findings")
+    check(ev["outcome"] == ("declared_loss_only" if findings else "ok"), "retention outcome")
+    print(f"OK: retention vectors: segments 0..={L - 1} pruned under the RETENTION entry at {idx}, "
+          f"{len(exp['segments'])} segments and {len(findings)} DROPPED entries match docs/FORMAT.md")
+
+
 def main():
     exp = json.load(open(os.path.join(V1, "expected.json")))
     host = bytes.fromhex(exp["host_id"])
@@ -215,6 +313,7 @@ def main():
                                h["merkle_root"]), "proof rejects a modified entry")
     print(f"OK: {len(exp['segments'])} segments, all hashes, links, roots, signatures, the rotation "
           f"and the proof match docs/FORMAT.md")
+    check_retention_vectors()
 
 
 if __name__ == "__main__":

@@ -5,14 +5,19 @@
 //! `LINEAGE_REGENERATE_VECTORS=1 cargo test -p lineage-evidence --test vectors -- --test-threads 1`.
 //! `evidence/testdata/check_vectors.py` checks the same files with an independent Python
 //! implementation of docs/FORMAT.md.
+//!
+//! A second set, `evidence/testdata/v1-retention/`, is a log whose oldest segments were deleted
+//! under a RETENTION entry, with DROPPED entries; it is generated and checked the same way.
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use lineage_evidence::digest::{genesis_link, leaf_hash};
 use lineage_evidence::entry::{
-    AgentStart, AgentStop, ChainPosition, Heartbeat, Loss, ProgramDigest, StartReason, StopReason,
+    AgentStart, AgentStop, ChainPosition, DropReason, Dropped, Heartbeat, Loss, ProgramDigest,
+    Retention, RetentionReason, StartReason, StopReason,
 };
 use lineage_evidence::segment::SegmentView;
 use lineage_evidence::verify::FindingKind;
@@ -28,6 +33,171 @@ const PROVE_INDEX: u64 = 9;
 
 fn testdata() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/v1")
+}
+
+fn testdata_retention() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/v1-retention")
+}
+
+/// The expected values of the stored segments `numbers`: header, digest, signature, root,
+/// head, and per entry its bytes, leaf hash and link.
+fn segments_json(
+    store: &SegmentStore,
+    numbers: std::ops::RangeInclusive<u64>,
+) -> serde_json::Value {
+    let mut segments = Vec::new();
+    for n in numbers {
+        let bytes = store.read(n).unwrap();
+        let v = SegmentView::parse(&bytes).unwrap();
+        let mut link = v.header.start_link;
+        let mut entries = Vec::new();
+        for (i, e) in v.entries().enumerate() {
+            let index = v.header.first_index + i as u64;
+            let leaf = leaf_hash(e);
+            link = lineage_evidence::digest::link_hash(&link, index, &leaf);
+            entries.push(serde_json::json!({
+                "index": index,
+                "entry_hex": hex::encode(e),
+                "leaf_hash": leaf.to_hex(),
+                "link": link.to_hex(),
+            }));
+        }
+        segments.push(serde_json::json!({
+            "file": format!("log/segments/{n:020}.seg"),
+            "segment_number": n,
+            "header_hex": hex::encode(v.header_bytes),
+            "header_digest": v.header.digest().to_hex(),
+            "signature_hex": hex::encode(v.signature),
+            "merkle_root": v.header.merkle_root.to_hex(),
+            "chain_head": v.header.chain_head.to_hex(),
+            "key_id": v.header.key_id.to_string(),
+            "entries": entries,
+        }));
+    }
+    serde_json::Value::Array(segments)
+}
+
+/// The retention vectors: segments 0..=4 of one chain signed by key0, of which 0 and 1 were
+/// deleted under the RETENTION entry in segment 3.
+///
+/// - segment 0: AGENT_START, EVENT (indices 0–1); segment 1: two EVENTs (2–3) — both deleted
+/// - segment 2: DROPPED (storage unavailable, 5 entries), EVENT (4–5)
+/// - segment 3: RETENTION (budget, segments 0..=1, end index 4), EVENT (6–7)
+/// - segment 4: DROPPED (queue full, 1 entry), AGENT_STOP (8–9)
+fn generate_retention(out: &Path) {
+    let key0 = SecretKey::from_seed([0x01; 32]);
+    let store = SegmentStore::create(&out.join("log")).unwrap();
+    let mut w = ChainWriter::new(HOST);
+    let start = AgentStart {
+        reason: StartReason::FirstStart,
+        config_digest: Digest(*blake3::hash(b"example config").as_bytes()),
+        last_durable: ChainPosition {
+            next_index: 0,
+            head: genesis_link(&HOST),
+        },
+        agent_version: "0.1.0".into(),
+        programs: vec![],
+    };
+    w.append_with(|b| start.encode_into(b).unwrap()).unwrap();
+    w.append_event(1, b"{\"type\":\"exec\",\"pid\":100}")
+        .unwrap();
+    let s0 = w.seal(T0 + 1_000_000_000, &key0);
+    w.append_event(1, b"{\"type\":\"fork\",\"pid\":101}")
+        .unwrap();
+    w.append_event(1, b"{\"type\":\"exit\",\"pid\":101}")
+        .unwrap();
+    let s1 = w.seal(T0 + 2_000_000_000, &key0);
+    for s in [&s0, &s1] {
+        store.write(s).unwrap();
+    }
+
+    w.append_with(|b| {
+        Dropped {
+            reason: DropReason::StorageUnavailable,
+            count: 5,
+            first_time_ns: 42_000_000_000,
+            last_time_ns: 42_500_000_000,
+        }
+        .encode_into(b)
+    })
+    .unwrap();
+    w.append_event(1, b"{\"type\":\"exec\",\"pid\":102}")
+        .unwrap();
+    store.write(&w.seal(T0 + 3_000_000_000, &key0)).unwrap();
+
+    let retention = Retention {
+        reason: RetentionReason::Budget,
+        last_deleted_segment: 1,
+        end_index: s1.header.end_index(),
+        deleted_bytes: (s0.to_bytes().len() + s1.to_bytes().len()) as u64,
+        deleted_segments: 2,
+        last_deleted_header_digest: s1.header.digest(),
+    };
+    w.append_with(|b| retention.encode_into(b)).unwrap();
+    w.append_event(1, b"{\"type\":\"exit\",\"pid\":102}")
+        .unwrap();
+    store.write(&w.seal(T0 + 4_000_000_000, &key0)).unwrap();
+    // The agent deletes only after the RETENTION entry is durably sealed.
+    fs::remove_file(store.path(0)).unwrap();
+    fs::remove_file(store.path(1)).unwrap();
+
+    w.append_with(|b| {
+        Dropped {
+            reason: DropReason::QueueFull,
+            count: 1,
+            first_time_ns: 44_000_000_000,
+            last_time_ns: 44_000_000_000,
+        }
+        .encode_into(b)
+    })
+    .unwrap();
+    w.append_with(|b| {
+        AgentStop {
+            reason: StopReason::Requested,
+            time_ns: T0 + 4_900_000_000,
+        }
+        .encode_into(b)
+    })
+    .unwrap();
+    store.write(&w.seal(T0 + 5_000_000_000, &key0)).unwrap();
+    key0.public().save(&out.join("key0.pub")).unwrap();
+
+    let expected = serde_json::json!({
+        "host_id": HOST.to_hex(),
+        "keys": {"key0": {
+            "seed_hex": hex::encode([1u8; 32]),
+            "public_hex": key0.public().to_string(),
+            "key_id": key0.public().key_id().to_string(),
+        }},
+        "deleted": [
+            {"segment_number": 0, "header_digest": s0.header.digest().to_hex(), "end_index": s0.header.end_index()},
+            {"segment_number": 1, "header_digest": s1.header.digest().to_hex(), "end_index": s1.header.end_index()},
+        ],
+        "segments": segments_json(&store, 2..=4),
+        "verify": {
+            "trusted_keys": ["key0"],
+            "outcome": "declared_loss_only",
+            "findings": [
+                {"kind": "DECLARED_LOSS", "segment": 2, "entry": 4, "reason": "storage_unavailable", "count": 5},
+                {"kind": "DECLARED_LOSS", "segment": 4, "entry": 8, "reason": "queue_full", "count": 1},
+            ],
+            "retention": {
+                "declared_at": 6,
+                "declared_in_segment": 3,
+                "reason": "budget",
+                "last_deleted_segment": 1,
+                "end_index": 4,
+                "deleted_bytes": retention.deleted_bytes,
+                "deleted_segments": 2,
+                "absent_segments": [0, 1],
+            },
+        },
+    });
+    fs::write(
+        out.join("expected.json"),
+        serde_json::to_string_pretty(&expected).unwrap() + "\n",
+    )
+    .unwrap();
 }
 
 /// Writes the vectors into `out` and returns nothing; all content is derived from constants.
@@ -106,35 +276,7 @@ fn generate(out: &Path) {
     key1.public().save(&out.join("key1.pub")).unwrap();
 
     // Expected values, for third-party implementations to compare step by step.
-    let mut segments = Vec::new();
-    for n in 0..4 {
-        let bytes = store.read(n).unwrap();
-        let v = SegmentView::parse(&bytes).unwrap();
-        let mut link = v.header.start_link;
-        let mut entries = Vec::new();
-        for (i, e) in v.entries().enumerate() {
-            let index = v.header.first_index + i as u64;
-            let leaf = leaf_hash(e);
-            link = lineage_evidence::digest::link_hash(&link, index, &leaf);
-            entries.push(serde_json::json!({
-                "index": index,
-                "entry_hex": hex::encode(e),
-                "leaf_hash": leaf.to_hex(),
-                "link": link.to_hex(),
-            }));
-        }
-        segments.push(serde_json::json!({
-            "file": format!("log/segments/{n:020}.seg"),
-            "segment_number": n,
-            "header_hex": hex::encode(v.header_bytes),
-            "header_digest": v.header.digest().to_hex(),
-            "signature_hex": hex::encode(v.signature),
-            "merkle_root": v.header.merkle_root.to_hex(),
-            "chain_head": v.header.chain_head.to_hex(),
-            "key_id": v.header.key_id.to_string(),
-            "entries": entries,
-        }));
-    }
+    let segments = segments_json(&store, 0..=3);
     let bytes = store.read(3).unwrap();
     let proof = Proof::build(&SegmentView::parse(&bytes).unwrap(), PROVE_INDEX).unwrap();
     fs::write(
@@ -194,15 +336,16 @@ fn all_files(root: &Path) -> Vec<PathBuf> {
     out
 }
 
-#[test]
-fn committed_vectors_match_the_generator() {
+/// Generates into a temp dir with `generate` and compares with `committed` byte for byte
+/// (after rewriting `committed` when `LINEAGE_REGENERATE_VECTORS` is set).
+fn check_generator(generate: fn(&Path), committed: &Path) {
     let tmp = tempfile::tempdir().unwrap();
     generate(tmp.path());
     if std::env::var_os("LINEAGE_REGENERATE_VECTORS").is_some() {
-        let _ = fs::remove_dir_all(testdata());
-        fs::create_dir_all(testdata()).unwrap();
+        let _ = fs::remove_dir_all(committed);
+        fs::create_dir_all(committed).unwrap();
         for f in all_files(tmp.path()) {
-            let dst = testdata().join(&f);
+            let dst = committed.join(&f);
             fs::create_dir_all(dst.parent().unwrap()).unwrap();
             fs::copy(tmp.path().join(&f), dst).unwrap();
         }
@@ -210,17 +353,55 @@ fn committed_vectors_match_the_generator() {
     let generated = all_files(tmp.path());
     assert_eq!(
         generated,
-        all_files(&testdata()),
+        all_files(committed),
         "the set of vector files changed"
     );
     for f in generated {
         assert!(
-            fs::read(tmp.path().join(&f)).unwrap() == fs::read(testdata().join(&f)).unwrap(),
+            fs::read(tmp.path().join(&f)).unwrap() == fs::read(committed.join(&f)).unwrap(),
             "{} no longer matches the committed vector: the format changed. If that is \
              intended, bump the format version, regenerate and update docs/FORMAT.md",
             f.display()
         );
     }
+}
+
+#[test]
+fn committed_vectors_match_the_generator() {
+    check_generator(generate, &testdata());
+}
+
+#[test]
+fn committed_retention_vectors_match_the_generator() {
+    check_generator(generate_retention, &testdata_retention());
+}
+
+#[test]
+fn committed_retention_vectors_verify() {
+    let key0 =
+        lineage_evidence::PublicKey::load_file(&testdata_retention().join("key0.pub")).unwrap();
+    let opts = VerifyOptions {
+        trusted_keys: key0,
+        known_head: None,
+    };
+    let r = verify_dir(&testdata_retention().join("log"), &opts).unwrap();
+    assert_eq!(r.outcome, Outcome::DeclaredLossOnly, "{:#?}", r.findings);
+    let found: Vec<_> = r
+        .findings
+        .iter()
+        .map(|f| (f.kind, f.segments.unwrap().first, f.entries.unwrap().first))
+        .collect();
+    assert_eq!(
+        found,
+        vec![
+            (FindingKind::DeclaredLoss, 2, 4),
+            (FindingKind::DeclaredLoss, 4, 8)
+        ]
+    );
+    let s = r.retention.unwrap();
+    assert_eq!((s.declared_at, s.declared_in_segment), (6, 3));
+    assert_eq!(s.absent, vec![lineage_evidence::verify::Range::new(0, 1)]);
+    assert_eq!(r.head.unwrap().next_index, 10);
 }
 
 #[test]
@@ -242,16 +423,47 @@ fn committed_vectors_verify() {
     assert!(proof.verify(&key0[0]).is_err());
 }
 
-/// Runs the independent Python implementation over the committed vectors when Python with
-/// `blake3` and `cryptography` is available; otherwise says why it was skipped.
-#[test]
-fn independent_python_checker_agrees() {
-    let has_deps = std::process::Command::new("python3")
+/// Set to `1` to make a missing Python checker a test failure instead of a skip (`cargo xtask
+/// test` installs the packages and sets it).
+const REQUIRE_PYTHON: &str = "LINEAGE_REQUIRE_PYTHON_VECTORS";
+
+/// Why the Python checker cannot run here, if it cannot.
+fn python_checker_unavailable() -> Option<String> {
+    match std::process::Command::new("python3")
         .args(["-c", "import blake3, cryptography"])
         .output()
-        .is_ok_and(|o| o.status.success());
-    if !has_deps {
-        eprintln!("SKIPPED: python3 with blake3 and cryptography not available (pip install blake3 cryptography)");
+    {
+        Err(e) => Some(format!("python3 could not be started ({e})")),
+        Ok(o) if !o.status.success() => {
+            let err = String::from_utf8_lossy(&o.stderr);
+            let last = err.lines().last().unwrap_or("").trim().to_owned();
+            Some(format!(
+                "python3 cannot import blake3 and cryptography ({last}); install them with \
+                 `python3 -m pip install blake3 cryptography`"
+            ))
+        }
+        Ok(_) => None,
+    }
+}
+
+/// Runs the independent Python implementation over the committed vectors. Without Python and
+/// its packages the test is skipped with a loud `SKIPPED:` line on stderr, unless
+/// `LINEAGE_REQUIRE_PYTHON_VECTORS=1`, which makes it fail.
+#[test]
+fn independent_python_checker_agrees() {
+    if let Some(why) = python_checker_unavailable() {
+        let required = std::env::var(REQUIRE_PYTHON).is_ok_and(|v| v.trim() == "1");
+        assert!(
+            !required,
+            "{REQUIRE_PYTHON}=1 but the independent Python vector checker cannot run: {why}"
+        );
+        // Straight to the process's stderr: the test harness captures `eprintln!` of passing
+        // tests, and this line must be seen.
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED: independent_python_checker_agrees: the independent Python check of the \
+             test vectors did NOT run: {why}. Set {REQUIRE_PYTHON}=1 to make this a failure."
+        );
         return;
     }
     let script = testdata().parent().unwrap().join("check_vectors.py");
@@ -265,4 +477,5 @@ fn independent_python_checker_agrees() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    eprint!("{}", String::from_utf8_lossy(&out.stdout));
 }
