@@ -19,11 +19,16 @@ use tokio::{
     time::{interval, MissedTickBehavior},
 };
 
+use std::sync::Arc;
+
+use tokio::sync::{broadcast, mpsc, watch};
+
 use crate::{
     btf::Btf,
     config::{Config, Fsync},
     datadir::DataDir,
     event::Event,
+    grpc::{self, Head, LineageQuery, LiveEvent, Shared, StaticInfo},
     metrics::{self, Page},
     pipeline::Pipeline,
     probes::{self, LoadParams, ProbeStatus},
@@ -62,22 +67,68 @@ fn read_boot_id(proc_root: &Path) -> anyhow::Result<String> {
         .to_owned())
 }
 
-/// Where every produced event goes: stdout (if asked) and the chain.
+/// Where every produced event goes: stdout (if asked), live tail clients, and the chain.
 struct Outputs {
     sink: Sink,
     recorder: Recorder,
     /// Reused buffer for the chain encoding of one event.
     buf: Vec<u8>,
+    live: broadcast::Sender<Arc<LiveEvent>>,
+    head: watch::Sender<Head>,
 }
 
 impl Outputs {
-    fn emit(&mut self, mut event: Event, pipeline: &Pipeline) {
+    fn publish_live(&self, event: &Event, pipeline: &Pipeline) {
+        if self.live.receiver_count() == 0 {
+            return;
+        }
+        let image = event
+            .exec_id
+            .as_ref()
+            .and_then(|id| pipeline.table().image(id));
+        let (binary, comm, uid, cgroup_id) = image
+            .map(|i| (i.binary.clone(), i.comm.clone(), i.uid, i.cgroup_id))
+            .unwrap_or_default();
+        let live = LiveEvent {
+            json: serde_json::to_string(event).unwrap_or_default(),
+            kind: event.detail.kind(),
+            exec_id: event.exec_id.clone(),
+            ancestors: event.ancestors.clone(),
+            binary,
+            comm,
+            uid,
+            cgroup_id,
+        };
+        // No receiver left is fine: nobody is tailing.
+        let _ = self.live.send(Arc::new(live));
+    }
+
+    fn publish_head(&self) {
+        let durable = self.recorder.last_sealed.map(|h| Head {
+            next_index: h.end_index(),
+            head_link: h.chain_head,
+            last_segment: Some((h.segment_number, h.digest())),
+        });
+        let head = durable.unwrap_or_default();
+        self.head.send_if_modified(|current| {
+            let changed = *current != head;
+            *current = head;
+            changed
+        });
+    }
+
+    fn emit(&mut self, mut event: Event, pipeline: &mut Pipeline) {
         self.sink.emit(&event, pipeline.table());
+        self.publish_live(&event, pipeline);
         // Ancestry is derivable from parent links on the chain; it is only kept live.
         event.ancestors.clear();
         self.buf.clear();
         if serde_json::to_writer(&mut self.buf, &event).is_ok() {
             self.recorder.append_event(&self.buf, event.time_ns);
+            if let Some(id) = &event.exec_id {
+                let json: Arc<str> = String::from_utf8_lossy(&self.buf).into();
+                pipeline.table_mut().remember(id, json);
+            }
         }
         if let crate::event::Detail::Loss { .. } = &event.detail {
             for loss in report::loss_entries(&event) {
@@ -96,8 +147,9 @@ impl Outputs {
         let mut n = 0;
         while let Some(item) = ring.next() {
             n += 1;
-            if let Some(event) = pipeline.handle(&item, now) {
-                drop(item);
+            let event = pipeline.handle(&item, now);
+            drop(item);
+            if let Some(event) = event {
                 self.emit(event, pipeline);
                 if self.recorder.full() {
                     self.recorder.seal(boot_time_ns());
@@ -118,6 +170,45 @@ impl Outputs {
         self.flush();
         Ok(())
     }
+
+    fn tick(&mut self) {
+        self.recorder.tick(boot_time_ns(), wall_time_ns());
+        self.publish_head();
+    }
+}
+
+fn answer_lineage(query: LineageQuery, pipeline: &Pipeline) {
+    let table = pipeline.table();
+    let node = |img: &crate::lineage::Image| lineage_proto::v1::LineageNode {
+        exec_id: img.exec_id.to_string(),
+        parent_exec_id: img.parent_exec_id.as_deref().unwrap_or_default().to_owned(),
+        tgid: img.tgid,
+        binary: img.binary.clone(),
+        argv: img.argv.clone(),
+        comm: img.comm.clone(),
+        running: table.is_running(img),
+        events_json: img.recent_events.iter().map(|e| e.to_string()).collect(),
+    };
+    let answer = table
+        .lineage(&query.exec_id)
+        .map(|l| lineage_proto::v1::LineageResponse {
+            ancestors: l.ancestors.into_iter().map(node).collect(),
+            node: Some(node(l.node)),
+            descendants: l.descendants.into_iter().map(node).collect(),
+        });
+    let _ = query.reply.send(answer);
+}
+
+fn kernel_version() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
 }
 
 fn config_digest(config: &Config) -> Digest {
@@ -159,6 +250,9 @@ pub async fn run(config: Config, duration: Option<Duration>) -> anyhow::Result<(
         max_bytes: config.evidence.seal_max_bytes as usize,
         heartbeat: Duration::from_millis(config.evidence.heartbeat_interval_ms),
         fsync_journal: config.evidence.fsync == Fsync::Batch,
+        retention_max_bytes: config.retention.max_bytes,
+        retention_hard_max_bytes: config.retention.hard_max_bytes,
+        acks_dir: data.root.join("acks"),
     };
     let (recorder, recovery) = Recorder::open(
         &data.root,
@@ -197,11 +291,18 @@ pub async fn run(config: Config, duration: Option<Duration>) -> anyhow::Result<(
         cpus,
         Duration::from_millis(config.capture.loss_grace_ms),
     );
+    let (live, _) = broadcast::channel(config.grpc.tail_buffer);
+    let (head_tx, head_rx) = watch::channel(Head::default());
+    let (lineage_tx, mut lineage_rx) = mpsc::channel::<LineageQuery>(64);
+    let signing_key = recorder.public_key();
     let mut out = Outputs {
         sink: Sink::new(config.output.print),
         recorder,
         buf: Vec::with_capacity(1024),
+        live: live.clone(),
+        head: head_tx,
     };
+    out.publish_head();
 
     // The reader exists before anything is attached, so nothing is submitted unread.
     let statuses = probes::attach_all(&mut ebpf)?;
@@ -213,11 +314,27 @@ pub async fn run(config: Config, duration: Option<Duration>) -> anyhow::Result<(
         programs: program_digests(&ebpf, &statuses),
     };
     out.recorder.append_start(&start, boot_time_ns())?;
+    let shared = Arc::new(Shared {
+        info: StaticInfo {
+            host_id: host.0,
+            boot_id: boot_id.clone(),
+            hostname: hostname(),
+            signing_key,
+            agent_version: start.agent_version.clone(),
+            kernel_version: kernel_version(),
+            probes: statuses.clone(),
+        },
+        data_dir: data.root.clone(),
+        head: head_rx,
+        events: live,
+        lineage: lineage_tx,
+    });
+    grpc::serve(&config.grpc, shared).await?;
 
     let entries = snapshot::read_processes(&config.kernel.proc_path)
         .with_context(|| format!("reading {}", config.kernel.proc_path.display()))?;
     for event in pipeline.snapshot(entries, boot_time_ns()) {
-        out.emit(event, &pipeline);
+        out.emit(event, &mut pipeline);
     }
     out.flush();
     let page = Page::default();
@@ -259,8 +376,9 @@ pub async fn run(config: Config, duration: Option<Duration>) -> anyhow::Result<(
                 out.drain(ring.get_mut(), &mut pipeline);
             }
             _ = reconcile.tick() => out.reconcile(&ebpf, &mut pipeline)?,
+            Some(query) = lineage_rx.recv() => answer_lineage(query, &pipeline),
             _ = tick.tick() => {
-                out.recorder.tick(boot_time_ns(), wall_time_ns());
+                out.tick();
                 page.set(report::metrics_page(&pipeline, &out.recorder, &statuses, probes::ring_fill(&ebpf).unwrap_or(0)));
             }
         }
@@ -273,6 +391,7 @@ pub async fn run(config: Config, duration: Option<Duration>) -> anyhow::Result<(
     pipeline.close(&probes::next_sequences(&ebpf)?, Instant::now());
     out.reconcile(&ebpf, &mut pipeline)?;
     out.recorder.stop(stop, boot_time_ns())?;
+    out.publish_head();
     let stats = serde_json::to_string(&pipeline.stats).unwrap_or_default();
     tracing::info!(%stats, next_index = out.recorder.position().next_index, data_dir = %data.root.display(), "stopped; chain sealed");
     Ok(())

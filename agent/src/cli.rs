@@ -43,6 +43,9 @@ pub struct RunArgs {
     /// Metrics listen address, loopback only; "" disables (overrides metrics.listen).
     #[arg(long)]
     pub metrics_listen: Option<String>,
+    /// gRPC Unix socket path; "" disables it (overrides grpc.socket).
+    #[arg(long)]
+    pub grpc_socket: Option<String>,
     /// Stop by itself after this many seconds (for demos and tests).
     #[arg(long)]
     pub duration_secs: Option<u64>,

@@ -59,6 +59,22 @@ max_bytes = 1073741824
 # Hard cap: beyond it the oldest segments go even if no collector acknowledged them.
 hard_max_bytes = 4294967296
 
+[grpc]
+# Unix socket for local clients (mode 0660: grant access with the file's group); "" disables.
+socket = "/run/lineage/agent.sock"
+# TCP address, e.g. "0.0.0.0:7443". Only with TLS and client certificates; "" disables.
+listen = ""
+tls_cert = ""
+tls_key = ""
+# CA that signs client certificates; clients without a valid certificate are refused.
+tls_client_ca = ""
+# Client certificate common names allowed to pull segments and to tail events ("*": any
+# certificate the CA signed).
+pull_clients = ["*"]
+tail_clients = ["*"]
+# Events buffered for each tail client; a client further behind is told how many it missed.
+tail_buffer = 4096
+
 [metrics]
 # Prometheus text endpoint. Plain HTTP, so loopback addresses only; "" disables it.
 listen = "127.0.0.1:9464"
@@ -73,6 +89,80 @@ pub struct Config {
     pub evidence: EvidenceConfig,
     pub retention: RetentionConfig,
     pub metrics: MetricsConfig,
+    pub grpc: GrpcConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GrpcConfig {
+    pub socket: String,
+    pub listen: String,
+    pub tls_cert: String,
+    pub tls_key: String,
+    pub tls_client_ca: String,
+    pub pull_clients: Vec<String>,
+    pub tail_clients: Vec<String>,
+    pub tail_buffer: usize,
+}
+
+impl Default for GrpcConfig {
+    fn default() -> Self {
+        GrpcConfig {
+            socket: "/run/lineage/agent.sock".into(),
+            listen: String::new(),
+            tls_cert: String::new(),
+            tls_key: String::new(),
+            tls_client_ca: String::new(),
+            pull_clients: vec!["*".into()],
+            tail_clients: vec!["*".into()],
+            tail_buffer: 4096,
+        }
+    }
+}
+
+/// A validated TCP listener: address and the TLS material it must use.
+pub struct TlsListen {
+    pub addr: std::net::SocketAddr,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: PathBuf,
+}
+
+impl GrpcConfig {
+    pub fn socket_path(&self) -> Option<PathBuf> {
+        (!self.socket.is_empty()).then(|| PathBuf::from(&self.socket))
+    }
+
+    /// The TCP listener, if configured; TLS with client certificates is mandatory.
+    pub fn tcp(&self) -> Result<Option<TlsListen>, ConfigError> {
+        if self.listen.is_empty() {
+            return Ok(None);
+        }
+        let addr = self.listen.parse().map_err(|_| ConfigError::Invalid {
+            key: "grpc.listen",
+            value: self.listen.clone(),
+            reason: "not an IP:port address",
+        })?;
+        for (key, value) in [
+            ("grpc.tls_cert", &self.tls_cert),
+            ("grpc.tls_key", &self.tls_key),
+            ("grpc.tls_client_ca", &self.tls_client_ca),
+        ] {
+            if value.is_empty() {
+                return Err(ConfigError::Invalid {
+                    key,
+                    value: String::new(),
+                    reason: "required when grpc.listen is set: TCP is only served with mutual TLS",
+                });
+            }
+        }
+        Ok(Some(TlsListen {
+            addr,
+            cert: self.tls_cert.clone().into(),
+            key: self.tls_key.clone().into(),
+            client_ca: self.tls_client_ca.clone().into(),
+        }))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -295,6 +385,14 @@ impl Config {
             });
         }
         self.metrics.address()?;
+        self.grpc.tcp()?;
+        if self.grpc.tail_buffer == 0 {
+            return Err(ConfigError::Invalid {
+                key: "grpc.tail_buffer",
+                value: "0".into(),
+                reason: "must be at least 1",
+            });
+        }
         Ok(())
     }
 }

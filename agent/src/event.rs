@@ -92,6 +92,19 @@ pub enum Detail {
     },
 }
 
+impl Detail {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Detail::Exec { .. } => "exec",
+            Detail::ExecFailed { .. } => "exec_failed",
+            Detail::Fork { .. } => "fork",
+            Detail::Exit { .. } => "exit",
+            Detail::Snapshot { .. } => "snapshot",
+            Detail::Loss { .. } => "loss",
+        }
+    }
+}
+
 /// Splits a kernel `exit_code` into (status, signal, core dumped).
 pub fn split_exit_code(raw: u32) -> (Option<u32>, Option<u32>, bool) {
     let signal = raw & 0x7f;

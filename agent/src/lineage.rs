@@ -45,7 +45,25 @@ pub struct Image {
     pub argv: Vec<String>,
     pub comm: String,
     pub origin: Origin,
+    /// Real uid and cgroup id at exec (0 when not known, e.g. from the snapshot).
+    pub uid: u32,
+    pub cgroup_id: u64,
+    /// The newest events of this image as chain JSON, for lineage queries.
+    pub recent_events: VecDeque<Arc<str>>,
 }
+
+/// Events kept per image for lineage queries.
+const RECENT_EVENTS: usize = 16;
+
+/// An image with its relatives, for a lineage query.
+pub struct Lineage<'a> {
+    pub ancestors: Vec<&'a Image>,
+    pub node: &'a Image,
+    pub descendants: Vec<&'a Image>,
+}
+
+/// Most descendants reported for one lineage query.
+const MAX_DESCENDANTS: usize = 1000;
 
 struct Process {
     start_ns: u64,
@@ -64,6 +82,20 @@ pub struct ProcEntry {
     pub comm: String,
     pub binary: String,
     pub argv: Vec<String>,
+}
+
+/// The identity and image fields of a successful exec.
+pub struct ExecInfo {
+    pub tgid: u32,
+    pub process_start_ns: u64,
+    pub exec_ns: u64,
+    pub parent_tgid: u32,
+    pub parent_start_ns: u64,
+    pub binary: String,
+    pub argv: Vec<String>,
+    pub comm: String,
+    pub uid: u32,
+    pub cgroup_id: u64,
 }
 
 pub struct ProcessTable {
@@ -162,6 +194,9 @@ impl ProcessTable {
                 argv,
                 comm,
                 origin,
+                uid: 0,
+                cgroup_id: 0,
+                recent_events: VecDeque::new(),
             },
         );
         if let Some(old) = self.running.insert(
@@ -245,21 +280,19 @@ impl ProcessTable {
     }
 
     /// A successful exec: a new image in an existing (or newly discovered) process.
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "the exec record's identity fields"
-    )]
-    pub fn on_exec(
-        &mut self,
-        tgid: u32,
-        process_start_ns: u64,
-        exec_ns: u64,
-        parent_tgid: u32,
-        parent_start_ns: u64,
-        binary: String,
-        argv: Vec<String>,
-        comm: String,
-    ) -> Image {
+    pub fn on_exec(&mut self, exec: ExecInfo) -> Image {
+        let ExecInfo {
+            tgid,
+            process_start_ns,
+            exec_ns,
+            parent_tgid,
+            parent_start_ns,
+            binary,
+            argv,
+            comm,
+            uid,
+            cgroup_id,
+        } = exec;
         let (parent, previous) = match self.find(tgid, process_start_ns) {
             Some(p) => (p.parent_exec_id.clone(), Some(p.image.clone())),
             None => (self.running_image(parent_tgid, parent_start_ns), None),
@@ -274,6 +307,9 @@ impl ProcessTable {
             argv,
             comm,
             origin: Origin::Exec,
+            uid,
+            cgroup_id,
+            recent_events: VecDeque::new(),
         };
         self.images.insert(exec_id.clone(), image.clone());
         let replaced = self.running.insert(
@@ -321,6 +357,50 @@ impl ProcessTable {
         }
     }
 
+    /// Keeps an event of an image for lineage queries (the newest few per image).
+    pub fn remember(&mut self, exec_id: &str, event_json: Arc<str>) {
+        if let Some(img) = self.images.get_mut(exec_id) {
+            if img.recent_events.len() == RECENT_EVENTS {
+                img.recent_events.pop_front();
+            }
+            img.recent_events.push_back(event_json);
+        }
+    }
+
+    /// An image, its ancestors (nearest first) and its known descendants.
+    pub fn lineage(&self, exec_id: &str) -> Option<Lineage<'_>> {
+        let node = self.images.get(exec_id)?;
+        let ancestors = self
+            .ancestors(exec_id)
+            .iter()
+            .filter_map(|id| self.images.get(id))
+            .collect();
+        let descendants = self
+            .images
+            .values()
+            .filter(|img| {
+                img.exec_id.as_ref() != exec_id
+                    && self
+                        .ancestors(&img.exec_id)
+                        .iter()
+                        .any(|a| a.as_ref() == exec_id)
+            })
+            .take(MAX_DESCENDANTS)
+            .collect();
+        Some(Lineage {
+            ancestors,
+            node,
+            descendants,
+        })
+    }
+
+    /// Whether `exec_id` currently runs in its process.
+    pub fn is_running(&self, img: &Image) -> bool {
+        self.running
+            .get(&img.tgid)
+            .is_some_and(|p| p.image == img.exec_id)
+    }
+
     /// Parent, grandparent, … of an image, nearest first.
     pub fn ancestors(&self, exec_id: &str) -> Vec<ExecId> {
         let mut out = Vec::new();
@@ -343,6 +423,37 @@ impl ProcessTable {
 mod tests {
     use super::*;
 
+    fn exec(tgid: u32, start: u64, at: u64, ptgid: u32, pstart: u64, binary: &str) -> ExecInfo {
+        ExecInfo {
+            tgid,
+            process_start_ns: start,
+            exec_ns: at,
+            parent_tgid: ptgid,
+            parent_start_ns: pstart,
+            binary: binary.into(),
+            argv: vec![],
+            comm: binary.rsplit('/').next().unwrap().into(),
+            uid: 0,
+            cgroup_id: 0,
+        }
+    }
+
+    #[test]
+    fn lineage_query_finds_ancestors_and_descendants() {
+        let mut t = table();
+        let sh = t.on_exec(exec(100, 1_000, 1_500, 1, 0, "/bin/sh"));
+        let (_, child) = t.on_fork(100, 1_000, "sh", 101, 2_000);
+        let echo = t.on_exec(exec(101, 2_000, 2_500, 100, 1_000, "/bin/echo"));
+        t.remember(&echo.exec_id, "{\"kind\":\"exec\"}".into());
+        let l = t.lineage(&sh.exec_id).unwrap();
+        let ids: Vec<&str> = l.descendants.iter().map(|i| i.exec_id.as_ref()).collect();
+        assert!(ids.contains(&echo.exec_id.as_ref()) && ids.contains(&child.as_ref()));
+        let l = t.lineage(&echo.exec_id).unwrap();
+        assert_eq!(l.ancestors[0].exec_id, sh.exec_id);
+        assert_eq!(l.node.recent_events.len(), 1);
+        assert!(t.is_running(l.node));
+    }
+
     fn table() -> ProcessTable {
         ProcessTable::new("0123abcd-0000-0000-0000-000000000000")
     }
@@ -350,32 +461,14 @@ mod tests {
     #[test]
     fn fork_then_exec_links_to_parent_image() {
         let mut t = table();
-        let sh = t.on_exec(
-            100,
-            1_000,
-            1_500,
-            1,
-            0,
-            "/bin/sh".into(),
-            vec!["sh".into()],
-            "sh".into(),
-        );
+        let sh = t.on_exec(exec(100, 1_000, 1_500, 1, 0, "/bin/sh"));
         let (parent, child) = t.on_fork(100, 1_000, "sh", 101, 2_000);
         assert_eq!(parent, sh.exec_id);
         assert_eq!(
             t.image(&child).unwrap().parent_exec_id.as_ref(),
             Some(&sh.exec_id)
         );
-        let echo = t.on_exec(
-            101,
-            2_000,
-            2_500,
-            100,
-            1_000,
-            "/bin/echo".into(),
-            vec![],
-            "echo".into(),
-        );
+        let echo = t.on_exec(exec(101, 2_000, 2_500, 100, 1_000, "/bin/echo"));
         assert_eq!(echo.parent_exec_id.as_ref(), Some(&sh.exec_id));
         assert_eq!(echo.previous_exec_id.as_ref(), Some(&child));
         assert_eq!(t.ancestors(&echo.exec_id)[0], sh.exec_id);
@@ -385,10 +478,10 @@ mod tests {
     #[test]
     fn pid_reuse_does_not_mislink() {
         let mut t = table();
-        let old = t.on_exec(200, 1_000, 1_100, 1, 0, "/a".into(), vec![], "a".into());
+        let old = t.on_exec(exec(200, 1_000, 1_100, 1, 0, "/a"));
         t.on_exit(200, 1_000);
         // Same pid, later start: a different process.
-        let new = t.on_exec(200, 9_000, 9_100, 1, 0, "/b".into(), vec![], "b".into());
+        let new = t.on_exec(exec(200, 9_000, 9_100, 1, 0, "/b"));
         assert_ne!(old.exec_id, new.exec_id);
         assert_eq!(new.previous_exec_id, None);
         // An exit record for the old process does not retire the new one.

@@ -7,6 +7,7 @@ mod config;
 mod datadir;
 mod decode;
 mod event;
+mod grpc;
 mod lineage;
 mod loss;
 mod metrics;
@@ -14,6 +15,7 @@ mod pipeline;
 mod probes;
 mod recorder;
 mod report;
+mod retention;
 mod sink;
 mod snapshot;
 mod stats;
@@ -41,6 +43,9 @@ fn effective_config(args: &RunArgs) -> Result<Config, config::ConfigError> {
     }
     if let Some(dir) = &args.data_dir {
         config.evidence.data_dir = dir.clone();
+    }
+    if let Some(socket) = &args.grpc_socket {
+        config.grpc.socket = socket.clone();
     }
     if let Some(listen) = &args.metrics_listen {
         config.metrics.listen = listen.clone();

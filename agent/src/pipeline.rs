@@ -10,7 +10,7 @@ use lineage_common::{exec_flags, RecordKind, CLONE_THREAD, KIND_SLOTS};
 use crate::{
     decode::{self, c_str, ExecArgs, Record},
     event::{errno_name, split_exit_code, Detail, Event},
-    lineage::{ExecId, ProcEntry, ProcessTable},
+    lineage::{ExecId, ExecInfo, ProcEntry, ProcessTable},
     loss::{LossReport, SequenceTracker},
     stats::Stats,
 };
@@ -38,6 +38,10 @@ impl Pipeline {
 
     pub fn table(&self) -> &ProcessTable {
         &self.table
+    }
+
+    pub fn table_mut(&mut self) -> &mut ProcessTable {
+        &mut self.table
     }
 
     /// Loads the startup snapshot and returns one event per process found.
@@ -132,16 +136,18 @@ impl Pipeline {
                     None => (Vec::new(), binary.clone(), false),
                 };
                 let comm = c_str(&rec.comm);
-                let image = self.table.on_exec(
-                    h.tgid,
-                    h.proc_start_ns,
-                    h.ktime_ns,
-                    rec.parent_tgid,
-                    rec.parent_start_ns,
-                    binary.clone(),
-                    argv.clone(),
-                    comm.clone(),
-                );
+                let image = self.table.on_exec(ExecInfo {
+                    tgid: h.tgid,
+                    process_start_ns: h.proc_start_ns,
+                    exec_ns: h.ktime_ns,
+                    parent_tgid: rec.parent_tgid,
+                    parent_start_ns: rec.parent_start_ns,
+                    binary: binary.clone(),
+                    argv: argv.clone(),
+                    comm: comm.clone(),
+                    uid: rec.uid,
+                    cgroup_id: rec.cgroup_id,
+                });
                 let detail = Detail::Exec {
                     binary,
                     filename,

@@ -17,14 +17,17 @@ use lineage_evidence::{
     digest::HostId,
     entry::{
         AgentStart, AgentStop, ChainPosition, DropReason, Dropped, Event, Heartbeat, Loss,
-        StartReason, StopReason,
+        Retention, StartReason, StopReason,
     },
     keys::SecretKey,
-    segment::SealedSegment,
+    segment::{SealedSegment, SegmentHeader},
     store::{SegmentStore, StoreError},
 };
 
-use crate::wal::{Replay, Wal};
+use crate::{
+    retention,
+    wal::{Replay, Wal},
+};
 
 /// Schema of EVENT payloads written by this agent: one JSON object (docs/EVENTS.md).
 pub const EVENT_SCHEMA_JSON_V1: u16 = 1;
@@ -39,7 +42,15 @@ pub struct SealPolicy {
     pub heartbeat: Duration,
     /// fsync the journal after every drained batch, not only at seals.
     pub fsync_journal: bool,
+    /// Disk budget for sealed segments (see retention.rs).
+    pub retention_max_bytes: u64,
+    pub retention_hard_max_bytes: u64,
+    /// Where collectors' acknowledgements are.
+    pub acks_dir: std::path::PathBuf,
 }
+
+/// How often the retention budget is checked.
+const RETENTION_EVERY: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecorderError {
@@ -72,15 +83,21 @@ pub struct Recorder {
     wal_path: String,
     policy: SealPolicy,
     last_seal: Instant,
+    last_retention: Instant,
     /// A sealed segment that could not be written yet (disk full); retried on every tick.
     unwritten: Option<SealedSegment>,
     /// Entries refused while `unwritten` was pending: (count, first ns, last ns).
     refused: Option<(u64, u64, u64)>,
     scratch: Vec<u8>,
+    /// Set after a journal write failed, so the failure is logged once, not per entry.
+    wal_failing: bool,
     pub sealed_segments: u64,
     pub appended_entries: u64,
     pub refused_entries: u64,
     pub last_seal_latency: Duration,
+    pub deleted_segments: u64,
+    /// Header of the newest segment on disk.
+    pub last_sealed: Option<SegmentHeader>,
 }
 
 impl Recorder {
@@ -128,13 +145,22 @@ impl Recorder {
             wal_path: wal_path.display().to_string(),
             policy,
             last_seal: Instant::now(),
+            last_retention: Instant::now(),
             unwritten: None,
             refused: None,
             scratch: Vec::with_capacity(4096),
+            wal_failing: false,
             sealed_segments: 0,
             appended_entries: 0,
             refused_entries: 0,
             last_seal_latency: Duration::ZERO,
+            deleted_segments: 0,
+            last_sealed: None,
+        };
+        let mut recorder = recorder;
+        recorder.last_sealed = match recorder.store.last_number()? {
+            Some(n) => SegmentHeader::parse(&recorder.store.read(n)?).ok(),
+            None => None,
         };
         Ok((
             recorder,
@@ -170,9 +196,14 @@ impl Recorder {
         match self.writer.append(&self.scratch) {
             Ok((index, link)) => {
                 self.appended_entries += 1;
-                if let Err(e) = self.wal.append(index, &self.scratch, &link) {
+                match self.wal.append(index, &self.scratch, &link) {
+                    Ok(()) => self.wal_failing = false,
                     // The entry is in memory and will be sealed; only crash protection suffers.
-                    tracing::warn!(error = %e, path = %self.wal_path, "journal write failed");
+                    Err(e) if !self.wal_failing => {
+                        self.wal_failing = true;
+                        tracing::warn!(error = %e, path = %self.wal_path, "journal write failed; entries stay in memory until sealed");
+                    }
+                    Err(_) => {}
                 }
             }
             Err(e) => tracing::error!(error = %e, "entry rejected by the chain writer"),
@@ -214,7 +245,10 @@ impl Recorder {
             }
         });
         if let Err(e) = result {
-            tracing::warn!(error = %e, path = %self.wal_path, "journal flush failed");
+            if !self.wal_failing {
+                self.wal_failing = true;
+                tracing::warn!(error = %e, path = %self.wal_path, "journal flush failed");
+            }
         }
     }
 
@@ -226,6 +260,12 @@ impl Recorder {
     pub fn tick(&mut self, now_ns: u64, wall_ns: u64) {
         if self.unwritten.is_some() && !self.retry_unwritten(now_ns) {
             return;
+        }
+        if self.last_retention.elapsed() >= RETENTION_EVERY {
+            self.last_retention = Instant::now();
+            if let Err(e) = self.enforce_retention(now_ns) {
+                tracing::error!(error = %e, "retention failed");
+            }
         }
         let pending = self.writer.pending_entries();
         let due = self.last_seal.elapsed() >= self.policy.interval;
@@ -245,6 +285,54 @@ impl Recorder {
             self.append_scratch(now_ns);
             self.seal(now_ns);
         }
+    }
+
+    /// Deletes the oldest segments beyond the disk budget, after recording the deletion on the
+    /// chain and sealing that record durably.
+    fn enforce_retention(&mut self, now_ns: u64) -> Result<(), RecorderError> {
+        let listing = self.store.list()?;
+        let sizes: Vec<(u64, u64)> = listing
+            .segments
+            .iter()
+            .map(|(n, path)| (*n, std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)))
+            .collect();
+        let acked = retention::read_acks(&self.policy.acks_dir);
+        let Some(plan) = retention::plan(
+            &sizes,
+            acked,
+            self.policy.retention_max_bytes,
+            self.policy.retention_hard_max_bytes,
+        ) else {
+            return Ok(());
+        };
+        let bytes = self.store.read(plan.last)?;
+        let header = SegmentHeader::parse(&bytes)
+            .map_err(|e| RecorderError::Encode(format!("segment {}: {e}", plan.last)))?;
+        let record = Retention {
+            reason: plan.reason,
+            last_deleted_segment: plan.last,
+            end_index: header.end_index(),
+            deleted_bytes: plan.bytes,
+            deleted_segments: plan.segments,
+            last_deleted_header_digest: header.digest(),
+        };
+        self.scratch.clear();
+        record.encode_into(&mut self.scratch);
+        self.append_scratch(now_ns);
+        self.seal(now_ns);
+        if self.degraded() {
+            return Ok(());
+        }
+        for (n, path) in listing.segments.iter().filter(|(n, _)| *n <= plan.last) {
+            std::fs::remove_file(path).map_err(|source| RecorderError::Journal {
+                path: path.display().to_string(),
+                source,
+            })?;
+            tracing::debug!(segment = n, "deleted by retention");
+        }
+        self.deleted_segments += plan.segments;
+        tracing::info!(upto = plan.last, segments = plan.segments, bytes = plan.bytes, reason = ?plan.reason, "retention deleted the oldest segments");
+        Ok(())
     }
 
     /// Whether the entry cap or byte cap is reached (the caller seals between batches).
@@ -270,6 +358,7 @@ impl Recorder {
     fn write_sealed(&mut self, sealed: SealedSegment, now_ns: u64) -> bool {
         match self.store.write(&sealed) {
             Ok(_) => {
+                self.last_sealed = Some(sealed.header);
                 if let Err(e) = self.wal.reset() {
                     tracing::warn!(error = %e, path = %self.wal_path, "journal reset failed");
                 }

@@ -69,10 +69,19 @@ impl Agent {
     /// Starts the agent and waits for `ready` in its log.
     pub fn spawn(data_dir: &std::path::Path, extra: &[&str], ready: &str) -> Agent {
         require_root();
+        let print: &[&str] = if extra.contains(&"--print") {
+            &[]
+        } else {
+            &["--print", "json"]
+        };
         let mut child = Command::new(agent_binary())
-            .args(["run", "--print", "json", "--metrics-listen", ""])
+            .arg("run")
+            .args(print)
+            .args(["--metrics-listen", ""])
             .arg("--data-dir")
             .arg(data_dir)
+            .arg("--grpc-socket")
+            .arg(data_dir.join("agent.sock"))
             .args(extra)
             .env("LINEAGE_LOG", "info")
             .stdout(Stdio::piped())
@@ -108,6 +117,11 @@ impl Agent {
         };
         agent.wait_for_log("capturing", Duration::from_secs(30));
         agent
+    }
+
+    /// The agent's gRPC Unix socket.
+    pub fn socket(&self) -> PathBuf {
+        self.data_dir.join("agent.sock")
     }
 
     pub fn pid(&self) -> u32 {
@@ -218,4 +232,65 @@ pub fn run_to_end(cmd: &mut Command) -> u32 {
     let pid = child.id();
     child.wait().expect("wait");
     pid
+}
+
+pub fn lineagectl_binary() -> PathBuf {
+    let path = std::env::var_os("LINEAGECTL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/lineagectl")
+        });
+    assert!(
+        path.exists(),
+        "lineagectl binary {} not found: run the kernel tests with `cargo xtask test`",
+        path.display()
+    );
+    path
+}
+
+/// `lineagectl verify <dir> --key <dir>/keys/agent.pub --json`: (exit code, report).
+pub fn verify(data_dir: &std::path::Path) -> (i32, Value) {
+    let out = Command::new(lineagectl_binary())
+        .arg("verify")
+        .arg(data_dir)
+        .arg("--key")
+        .arg(data_dir.join("keys/agent.pub"))
+        .arg("--json")
+        .output()
+        .expect("running lineagectl verify");
+    let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "verify printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code().unwrap_or(-1), report)
+}
+
+/// Every entry on the chain, decoded by `lineagectl entries --json`.
+pub fn chain_entries(data_dir: &std::path::Path) -> Vec<Value> {
+    let out = Command::new(lineagectl_binary())
+        .arg("entries")
+        .arg(data_dir)
+        .arg("--json")
+        .output()
+        .expect("running lineagectl entries");
+    assert!(
+        out.status.success(),
+        "lineagectl entries failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad entries line {l:?}: {e}")))
+        .collect()
+}
+
+/// The events (schema 1 payloads) on the chain.
+pub fn chain_events(entries: &[Value]) -> Vec<&Value> {
+    entries
+        .iter()
+        .filter(|e| e["kind"] == "EVENT")
+        .map(|e| &e["event"])
+        .collect()
 }
