@@ -28,6 +28,39 @@ pub enum Command {
     Prove(ProveArgs),
     /// Check a proof written by `prove` without the rest of the log.
     VerifyProof(VerifyProofArgs),
+    /// Print the entries of a log directory in index order. Does NOT verify anything.
+    ///
+    /// Reads the segment files of <DIR> (the agent's data directory holding `segments/`, or
+    /// the segments directory itself), in chain index order, and prints one line per entry:
+    /// index, segment, kind and the decoded fields. Nothing is checked: no signature, link,
+    /// Merkle root or gap. Run `lineagectl verify` to know whether the log can be trusted.
+    /// Files that cannot be read or parsed are skipped with a warning on stderr.
+    ///
+    /// With --json, one JSON object per line:
+    /// {"index":N,"segment":S,"kind":"EVENT","schema":1,"event":{...payload...}} for events
+    /// (other schemas, or a payload that is not JSON: "payload_hex" instead of "event"), and
+    /// {"index":N,"segment":S,"kind":"LOSS",...fields} for the other kinds.
+    #[command(verbatim_doc_comment)]
+    Entries(EntriesArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct EntriesArgs {
+    /// The log directory (holding `segments/`, or the segments directory itself).
+    pub dir: PathBuf,
+    /// One JSON object per line.
+    #[arg(long)]
+    pub json: bool,
+    /// Only entries of this kind: EVENT, LOSS, AGENT_START, AGENT_STOP, HEARTBEAT,
+    /// KEY_ROTATION, RETENTION, DROPPED (any case) or a kind number. Repeatable.
+    #[arg(long, value_name = "KIND", value_parser = crate::entries::parse_kind)]
+    pub kind: Vec<u16>,
+    /// First chain index to print.
+    #[arg(long, value_name = "INDEX")]
+    pub from: Option<u64>,
+    /// Last chain index to print (inclusive).
+    #[arg(long, value_name = "INDEX")]
+    pub to: Option<u64>,
 }
 
 #[derive(Debug, Args)]

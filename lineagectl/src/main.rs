@@ -4,6 +4,7 @@
 //! code. The commands live in their own modules; all format logic lives in the library.
 
 mod cli;
+mod entries;
 mod exit;
 mod keygen;
 mod prove;
@@ -30,6 +31,7 @@ fn main() {
         cli::Command::Head(a) => verify::head(&a),
         cli::Command::Prove(a) => prove::prove(&a),
         cli::Command::VerifyProof(a) => prove::verify_proof(&a),
+        cli::Command::Entries(a) => entries::run(&a),
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -4,7 +4,7 @@ use std::fs;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use lineage_evidence::entry::Loss;
+use lineage_evidence::entry::{DropReason, Dropped, Loss, Retention, RetentionReason};
 use lineage_evidence::{ChainWriter, HostId, SecretKey, SegmentStore};
 
 fn lineagectl(args: &[&str]) -> Output {
@@ -203,5 +203,94 @@ fn keygen_refuses_to_overwrite_and_keys_are_private() {
     assert_eq!(
         code(&lineagectl(&["keygen", "--out", out.to_str().unwrap()])),
         4
+    );
+}
+
+#[test]
+fn dropped_entries_are_declared_loss_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let key = make_log(tmp.path(), None);
+    let k = SecretKey::load(&tmp.path().join("k.key")).unwrap();
+    let store = SegmentStore::create(&tmp.path().join("log")).unwrap();
+    let mut w = ChainWriter::resume(&store, HostId([5; 16])).unwrap();
+    w.append_with(|b| {
+        Dropped {
+            reason: DropReason::StorageUnavailable,
+            count: 12,
+            first_time_ns: 1,
+            last_time_ns: 2,
+        }
+        .encode_into(b)
+    })
+    .unwrap();
+    store.write(&w.seal(9, &k)).unwrap();
+    let log = tmp.path().join("log");
+    let o = lineagectl(&["verify", log.to_str().unwrap(), "--key", &key]);
+    assert_eq!(code(&o), 3, "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("DECLARED_LOSS segment 4 entry 20"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(stdout(&o).contains("DECLARED LOSS ONLY (exit 3)"));
+    let o = lineagectl(&["verify", log.to_str().unwrap(), "--key", &key, "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["outcome"], "declared_loss_only");
+    assert_eq!(v["findings"][0]["kind"], "DECLARED_LOSS");
+    assert_eq!(v["entry_kinds"]["DROPPED"], 1);
+}
+
+#[test]
+fn pruned_prefix_under_retention_verifies_and_is_reported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let key = make_log(tmp.path(), None);
+    let k = SecretKey::load(&tmp.path().join("k.key")).unwrap();
+    let log = tmp.path().join("log");
+    let store = SegmentStore::create(&log).unwrap();
+    let s1 = lineage_evidence::SegmentView::parse(&store.read(1).unwrap())
+        .unwrap()
+        .header;
+    let mut w = ChainWriter::resume(&store, HostId([5; 16])).unwrap();
+    w.append_with(|b| {
+        Retention {
+            reason: RetentionReason::Budget,
+            last_deleted_segment: 1,
+            end_index: s1.end_index(),
+            deleted_bytes: 4096,
+            deleted_segments: 2,
+            last_deleted_header_digest: s1.digest(),
+        }
+        .encode_into(b)
+    })
+    .unwrap();
+    store.write(&w.seal(9, &k)).unwrap();
+    for n in 0..=1 {
+        fs::remove_file(store.path(n)).unwrap();
+    }
+    let dir = log.to_str().unwrap();
+    let o = lineagectl(&["verify", dir, "--key", &key]);
+    assert_eq!(code(&o), 0, "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("Segment(s) 0..=1 were deleted by retention"),
+        "{}",
+        stdout(&o)
+    );
+    let o = lineagectl(&["verify", dir, "--key", &key, "--json"]);
+    assert_eq!(code(&o), 0);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["retention"]["declared_at"], 20);
+    assert_eq!(v["retention"]["declared_segments"]["last"], 1);
+    assert_eq!(v["retention"]["declared_entries"]["last"], 9);
+    assert_eq!(v["retention"]["absent"][0]["first"], 0);
+    assert_eq!(v["findings"].as_array().unwrap().len(), 0);
+
+    // One segment more than declared is missing, and says which.
+    fs::remove_file(store.path(2)).unwrap();
+    let o = lineagectl(&["verify", dir, "--key", &key]);
+    assert_eq!(code(&o), 2, "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("MISSING_SEGMENTS segment 2 entries 10..=14"),
+        "{}",
+        stdout(&o)
     );
 }
