@@ -1,0 +1,130 @@
+//! Building the collector from a validated [`Config`] and running it: the witness key, the
+//! store, one [`AgentTask`] per agent and the status board. Kept apart from `main.rs` so that
+//! tests drive exactly what the binary runs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use lineage_evidence::keys::{KeyError, PublicKey};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::puller::{endpoint_text, AgentTask, Shared};
+use crate::status::{AgentStatus, StatusBoard};
+use crate::store::{EvidenceStore, StoreError};
+use crate::witness::{self, WitnessError};
+
+/// Startup errors.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The witness key.
+    #[error("{0}")]
+    Witness(#[from] WitnessError),
+    /// The store.
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    /// An agent's trusted_keys file.
+    #[error("agent {agent}: trusted_keys {path}: {source}")]
+    TrustedKeys {
+        /// Agent name.
+        agent: String,
+        /// The file.
+        path: std::path::PathBuf,
+        /// The cause.
+        source: KeyError,
+    },
+}
+
+/// How long tasks get to finish after shutdown is signalled.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Publishes the witness key at `<root>/witness.pub`, keeping earlier witness keys (one per
+/// line) so that older witness signatures stay checkable.
+async fn publish_witness_key(store: &EvidenceStore, key: &PublicKey) -> Result<(), StoreError> {
+    let line = format!("{}  key-id={}\n", key.to_line(), key.key_id());
+    let old = store.get_witness_pub().await?;
+    let text = match &old {
+        Some(b) => String::from_utf8_lossy(b).into_owned(),
+        None => String::new(),
+    };
+    if PublicKey::parse_text(&text).is_ok_and(|ks| ks.contains(key)) {
+        return Ok(());
+    }
+    if old.is_some() {
+        warn!(
+            "the witness key changed; appending {} to witness.pub",
+            key.key_id()
+        );
+    }
+    store
+        .put_witness_pub(Bytes::from(format!("{text}{line}")))
+        .await
+}
+
+/// Runs the collector until `shutdown` turns true, then drains.
+pub async fn run(cfg: Config, shutdown: watch::Receiver<bool>) -> Result<(), AppError> {
+    let (key, created) = witness::load_or_generate(&cfg.key_path)?;
+    if created {
+        info!(
+            "generated witness key {} at {}",
+            key.public().key_id(),
+            cfg.key_path.display()
+        );
+    }
+    let store = EvidenceStore::open(&cfg.store)?;
+    publish_witness_key(&store, &key.public()).await?;
+    let witness_key_id = key.public().key_id().to_string();
+    let shared = Arc::new(Shared {
+        store,
+        witness: key,
+        collector_name: cfg.name.clone(),
+    });
+    let mut tasks = Vec::new();
+    let mut statuses = Vec::new();
+    for a in &cfg.agents {
+        let trusted = match &a.trusted_keys {
+            Some(p) => PublicKey::load_file(p).map_err(|source| AppError::TrustedKeys {
+                agent: a.name.clone(),
+                path: p.clone(),
+                source,
+            })?,
+            None => Vec::new(),
+        };
+        let status = AgentStatus::new(&a.name, &endpoint_text(&a.endpoint));
+        statuses.push(status.clone());
+        let task = AgentTask {
+            cfg: a.clone(),
+            trusted,
+            shared: shared.clone(),
+            status,
+        };
+        tasks.push(tokio::spawn(task.run(shutdown.clone())));
+    }
+    let board = StatusBoard {
+        collector: cfg.name.clone(),
+        witness_key_id,
+        agents: statuses,
+        path: cfg.status_path.clone(),
+        heartbeat_timeout: cfg.heartbeat_timeout,
+    };
+    tasks.push(tokio::spawn(board.run(shutdown.clone())));
+    info!(
+        "collector {} pulling from {} agent(s)",
+        cfg.name,
+        cfg.agents.len()
+    );
+    let mut wait = shutdown.clone();
+    let _ = wait.wait_for(|stop| *stop).await;
+    let drain = async {
+        for t in tasks {
+            let _ = t.await;
+        }
+    };
+    if tokio::time::timeout(DRAIN_TIMEOUT, drain).await.is_err() {
+        warn!("tasks did not stop within {DRAIN_TIMEOUT:?}");
+    }
+    info!("collector stopped");
+    Ok(())
+}
