@@ -110,12 +110,14 @@ impl Agent {
             }
         });
         let agent = Agent {
+            data_dir: data_dir.into(),
+            _owned_dir: None,
             child,
             stdout,
             stderr,
             stderr_thread,
         };
-        agent.wait_for_log("capturing", Duration::from_secs(30));
+        agent.wait_for_log(ready, Duration::from_secs(30));
         agent
     }
 

@@ -131,7 +131,7 @@ fn sigkill_five_times_leaves_a_continuous_verified_chain() {
 #[test]
 fn sigterm_leaves_agent_stop_in_a_sealed_segment() {
     let agent = Agent::start(&["--print", "none"]);
-    run_to_end(Command::new("/bin/true"));
+    run_to_end(&mut Command::new("/bin/true"));
     let run = agent.stop();
     let entries = chain_entries(&run.data_dir);
     assert_eq!(entries.last().expect("entries")["kind"], "AGENT_STOP");
@@ -228,7 +228,7 @@ fn disk_full_refuses_and_declares_then_recovers_without_corruption() {
     // Space returns: the pending segment is written and the refusal declared.
     std::fs::remove_file(&filler).unwrap();
     agent.wait_for_log("disk space is back", Duration::from_secs(10));
-    run_to_end(Command::new("/bin/true"));
+    run_to_end(&mut Command::new("/bin/true"));
     let run = agent.stop();
 
     for (path, bytes) in sealed_before {

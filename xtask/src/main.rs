@@ -87,12 +87,26 @@ fn test() -> Result<()> {
     eprintln!("xtask: unit tests");
     // setup installed the Python checker's packages, so the independent vector check must run.
     std::env::set_var("LINEAGE_REQUIRE_PYTHON_VECTORS", "1");
-    cargo(&["test", "--workspace", "--exclude", "agent-ebpf", "--exclude", "lineage-tests"])?;
+    cargo(&[
+        "test",
+        "--workspace",
+        "--exclude",
+        "agent-ebpf",
+        "--exclude",
+        "lineage-tests",
+    ])?;
     eprintln!("xtask: kernel integration tests (root, one at a time)");
     let release = workspace_root().join("target/release");
     std::env::set_var("LINEAGE_AGENT", release.join("lineage-agent"));
     std::env::set_var("LINEAGECTL", release.join("lineagectl"));
-    cargo(&["test", "--release", "-p", "lineage-tests", "--", "--test-threads=1"])?;
+    cargo(&[
+        "test",
+        "--release",
+        "-p",
+        "lineage-tests",
+        "--",
+        "--test-threads=1",
+    ])?;
     eprintln!("xtask: short fuzz run of every untrusted-input parser");
     fuzz(10)?;
     eprintln!("xtask: all tests passed");

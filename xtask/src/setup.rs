@@ -100,7 +100,10 @@ fn describe(m: &Missing) -> String {
         lines.push(format!("- a rustup toolchain named `{TOOLCHAIN_NAME}` whose rustc has rust-src (rustup toolchain link {TOOLCHAIN_NAME} <dir with bin/rustc, bin/cargo, lib/rustlib>)"));
     }
     if m.python {
-        lines.push(format!("- python3 with {} (the independent test-vector checker)", PYTHON_PACKAGES.join(", ")));
+        lines.push(format!(
+            "- python3 with {} (the independent test-vector checker)",
+            PYTHON_PACKAGES.join(", ")
+        ));
     }
     lines.join("\n")
 }
@@ -176,9 +179,17 @@ pub fn run() -> Result<()> {
         ]))?;
     }
     if !python_ok() {
-        eprintln!("setup: installing Python packages {}", PYTHON_PACKAGES.join(" "));
+        eprintln!(
+            "setup: installing Python packages {}",
+            PYTHON_PACKAGES.join(" ")
+        );
         let pip = |extra: &[&str]| {
-            run_command(Command::new("python3").args(["-m", "pip", "install", "--quiet"]).args(extra).args(PYTHON_PACKAGES))
+            run_command(
+                Command::new("python3")
+                    .args(["-m", "pip", "install", "--quiet"])
+                    .args(extra)
+                    .args(PYTHON_PACKAGES),
+            )
         };
         // Debian's own python refuses pip without this flag; a pyenv/venv python does not need it.
         pip(&[]).or_else(|_| pip(&["--break-system-packages"]))?;
@@ -204,7 +215,8 @@ pub fn ensure() -> Result<()> {
 
 /// cargo-fuzz and the nightly toolchain, for the short fuzz run.
 pub fn ensure_fuzz() -> Result<()> {
-    let nightly = output("rustup", &["toolchain", "list"]).is_some_and(|l| l.lines().any(|t| t.starts_with("nightly")));
+    let nightly = output("rustup", &["toolchain", "list"])
+        .is_some_and(|l| l.lines().any(|t| t.starts_with("nightly")));
     if !nightly {
         bail!("fuzzing needs the rustup nightly toolchain (rustup toolchain install nightly), which is missing");
     }
