@@ -233,12 +233,13 @@ fn program_digests(ebpf: &aya::Ebpf, statuses: &[ProbeStatus]) -> Vec<ProgramDig
 }
 
 pub async fn run(config: Config, duration: Option<Duration>) -> anyhow::Result<()> {
-    // Everything that can be wrong with the config or the data dir fails before the kernel.
+    // Missing privileges or kernel features, then anything wrong with the config or the data
+    // dir, all fail before the kernel is touched.
+    probes::preflight(&config.kernel.btf_path)?;
     let metrics_addr = config.metrics.address()?;
     let data = DataDir::open(&config.evidence.data_dir)?;
     let host = data.host_id(&config.evidence.machine_id_path)?;
     let key = data.signing_key(config.evidence.key_path.as_deref())?;
-    probes::preflight(&config.kernel.btf_path)?;
     probes::ensure_tracefs(&config.kernel.tracefs_path)?;
     probes::raise_memlock();
     let offsets = Btf::from_file(&config.kernel.btf_path.to_string_lossy())?.kernel_offsets()?;

@@ -54,6 +54,21 @@ fn effective_config(args: &RunArgs) -> Result<Config, config::ConfigError> {
     Ok(config)
 }
 
+/// The error and its causes, skipping a cause whose text the message already includes.
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+    }
+    out
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -89,7 +104,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("lineage-agent: error: {e:#}");
+            eprintln!("lineage-agent: error: {}", error_chain(&e));
             ExitCode::FAILURE
         }
     }

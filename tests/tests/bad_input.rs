@@ -103,3 +103,11 @@ fn print_default_config_is_valid_and_documented() {
         String::from_utf8_lossy(&check.stderr)
     );
 }
+
+#[test]
+fn unwritable_data_dir_is_named() {
+    require_root();
+    // A path under a regular file can never be created, even by root.
+    let out = agent(&["run", "--data-dir", "/etc/hostname/lineage"]);
+    assert_fails_naming(&out, "/etc/hostname/lineage");
+}
