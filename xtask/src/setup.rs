@@ -28,8 +28,12 @@ const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 const TOOLCHAIN_NAME: &str = "lineage-bpf";
 const TOOLCHAIN_DIR: &str = "/opt/lineage-bpf-toolchain";
 
-/// Python packages the independent test-vector checker uses.
-const PYTHON_PACKAGES: &[&str] = &["blake3", "cryptography"];
+/// Python packages the tests use: the independent test-vector checker (blake3, cryptography),
+/// a gRPC client generated from proto/ by another toolchain (grpcio-tools), and an
+/// S3-compatible server for the collector's object-store backend (moto).
+const PYTHON_PACKAGES: &[&str] = &["blake3", "cryptography", "grpcio-tools", "moto[server]"];
+/// The modules those packages provide, to check they are importable.
+const PYTHON_MODULES: &str = "import blake3, cryptography, grpc_tools, moto";
 
 struct Missing {
     packages: Vec<&'static str>,
@@ -45,7 +49,7 @@ impl Missing {
 }
 
 fn python_ok() -> bool {
-    output("python3", &["-c", "import blake3, cryptography"]).is_some()
+    output("python3", &["-c", PYTHON_MODULES]).is_some()
 }
 
 fn package_installed(name: &str) -> bool {
