@@ -253,8 +253,9 @@ pub struct AgentConfig {
 }
 
 fn valid_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 128
+    // The agent's rule for AckSegments names.
+    (1..=64).contains(&s.len())
+        && !s.starts_with('.')
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
@@ -292,7 +293,7 @@ impl FileConfig {
         if !valid_name(&c.name) {
             return Err(invalid(
                 "collector.name",
-                "must be 1-128 letters, digits, '-', '_' or '.'",
+                "must be 1-64 letters, digits, '-', '_' or '.', not starting with '.'",
             ));
         }
         if c.heartbeat_timeout_secs == 0 {
@@ -318,7 +319,7 @@ impl FileConfig {
             if !valid_name(&a.name) {
                 return Err(invalid(
                     key("name"),
-                    "must be 1-128 letters, digits, '-', '_' or '.'",
+                    "must be 1-64 letters, digits, '-', '_' or '.', not starting with '.'",
                 ));
             }
             if !names.insert(a.name.clone()) {
