@@ -23,10 +23,7 @@ pub const MAX_TEXT_LEN: usize = 256;
 pub const MAX_PROGRAMS: usize = 1024;
 
 /// Kind numbers reserved for planned entry kinds. They must not be used for anything else.
-pub mod reserved {
-    /// FILTER: a change of the capture filter (planned).
-    pub const FILTER: u16 = 7;
-}
+pub mod reserved {}
 
 /// The entry kinds this version of the format defines. Kind 0 is never valid.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
@@ -45,6 +42,7 @@ pub enum EntryKind {
     /// A new signing key, authorised by a signature of the previous key.
     KeyRotation = 6,
     /// A signed record that the oldest segments were deleted on purpose (disk budget).
+    Filter = 7,
     Retention = 8,
     /// Entries the agent itself could not record (storage unavailable, a full queue).
     Dropped = 9,
@@ -75,6 +73,7 @@ impl TryFrom<u16> for EntryKind {
             4 => EntryKind::AgentStop,
             5 => EntryKind::Heartbeat,
             6 => EntryKind::KeyRotation,
+            7 => EntryKind::Filter,
             8 => EntryKind::Retention,
             9 => EntryKind::Dropped,
             other => return Err(UnknownKind(other)),
@@ -124,6 +123,7 @@ pub enum Entry<'a> {
     /// See [`KeyRotation`].
     KeyRotation(KeyRotation),
     /// See [`Retention`].
+    Filter(Filter),
     Retention(Retention),
     /// See [`Dropped`].
     Dropped(Dropped),
@@ -170,6 +170,7 @@ impl<'a> Entry<'a> {
             EntryKind::AgentStop => Entry::AgentStop(AgentStop::parse_body(body)?),
             EntryKind::Heartbeat => Entry::Heartbeat(Heartbeat::parse_body(body)?),
             EntryKind::KeyRotation => Entry::KeyRotation(KeyRotation::parse_body(body)?),
+            EntryKind::Filter => Entry::Filter(Filter::parse_body(body)?),
             EntryKind::Retention => Entry::Retention(Retention::parse_body(body)?),
             EntryKind::Dropped => Entry::Dropped(Dropped::parse_body(body)?),
         })
@@ -184,6 +185,7 @@ impl<'a> Entry<'a> {
             Entry::AgentStop(_) => EntryKind::AgentStop,
             Entry::Heartbeat(_) => EntryKind::Heartbeat,
             Entry::KeyRotation(_) => EntryKind::KeyRotation,
+            Entry::Filter(_) => EntryKind::Filter,
             Entry::Retention(_) => EntryKind::Retention,
             Entry::Dropped(_) => EntryKind::Dropped,
             Entry::Unknown { .. } => return None,
@@ -882,21 +884,22 @@ mod tests {
         assert_eq!(EntryKind::KeyRotation.code(), 6);
         assert_eq!(EntryKind::Retention.code(), 8);
         assert_eq!(EntryKind::Dropped.code(), 9);
-        for code in [1u16, 2, 3, 4, 5, 6, 8, 9] {
+        assert_eq!(EntryKind::Filter.code(), 7);
+        for code in [1u16, 2, 3, 4, 5, 6, 7, 8, 9] {
             assert_eq!(EntryKind::try_from(code).unwrap().code(), code);
         }
-        for code in [0u16, reserved::FILTER, 10, u16::MAX] {
+        for code in [0u16, 10, 11, u16::MAX] {
             assert_eq!(EntryKind::try_from(code), Err(UnknownKind(code)));
         }
     }
 
     #[test]
     fn unknown_kinds_and_versions_stay_opaque() {
-        let bytes = [7, 0, 1, 0, 0xaa];
+        let bytes = [11, 0, 1, 0, 0xaa];
         assert_eq!(
             Entry::parse(&bytes).unwrap(),
             Entry::Unknown {
-                kind: 7,
+                kind: 11,
                 version: 1,
                 body: &[0xaa]
             }
@@ -1261,6 +1264,139 @@ mod tests {
             if !matches!(e, Entry::Event(_)) && cut < bytes.len() - ENTRY_HEADER_LEN {
                 prop_assert!(Entry::parse(&bytes[..bytes.len() - cut]).is_err());
             }
+        }
+    }
+}
+
+/// Most rules a FILTER counts entry may list.
+pub const MAX_FILTER_RULES: usize = 1024;
+/// Longest FILTER policy text.
+pub const MAX_POLICY_LEN: usize = 64 * 1024;
+
+/// FILTER v1: the capture filter in effect, so completeness is always relative to a recorded
+/// policy. Body: `form (u16) || 2 zero bytes || policy_digest [32] || form-specific`:
+/// - form 1, POLICY: `text_len (u32) || text` — the policy as UTF-8 text (the agent writes
+///   TOML naming each rule and its id); `policy_digest = BLAKE3(text)`. Written at start and
+///   whenever the policy changes.
+/// - form 2, COUNTS: `rule_count (u32) || rule_count × (rule_id (u32) || 4 zero bytes ||
+///   suppressed (u64))` — events each rule of the policy `policy_digest` suppressed since the
+///   previous COUNTS entry (rules with nothing new are omitted). Written at seals.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "form", rename_all = "snake_case")]
+pub enum Filter {
+    Policy { policy_digest: Digest, text: String },
+    Counts { policy_digest: Digest, counts: Vec<FilterCount> },
+}
+
+/// One rule's suppressed events in a FILTER counts entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct FilterCount {
+    pub rule_id: u32,
+    pub suppressed: u64,
+}
+
+impl Filter {
+    /// A POLICY entry for `text`, with its digest.
+    pub fn policy(text: &str) -> Self {
+        Filter::Policy { policy_digest: Digest(*blake3::hash(text.as_bytes()).as_bytes()), text: text.to_owned() }
+    }
+
+    /// Appends the entry bytes to `out`.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        put_header(out, EntryKind::Filter);
+        match self {
+            Filter::Policy { policy_digest, text } => {
+                out.extend_from_slice(&1u16.to_le_bytes());
+                out.extend_from_slice(&[0; 2]);
+                out.extend_from_slice(&policy_digest.0);
+                out.extend_from_slice(&(text.len() as u32).to_le_bytes());
+                out.extend_from_slice(text.as_bytes());
+            }
+            Filter::Counts { policy_digest, counts } => {
+                out.extend_from_slice(&2u16.to_le_bytes());
+                out.extend_from_slice(&[0; 2]);
+                out.extend_from_slice(&policy_digest.0);
+                out.extend_from_slice(&(counts.len() as u32).to_le_bytes());
+                for c in counts {
+                    out.extend_from_slice(&c.rule_id.to_le_bytes());
+                    out.extend_from_slice(&[0; 4]);
+                    out.extend_from_slice(&c.suppressed.to_le_bytes());
+                }
+            }
+        }
+    }
+
+    /// The entry bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::new();
+        self.encode_into(&mut v);
+        v
+    }
+
+    fn parse_body(body: &[u8]) -> Result<Self, EntryError> {
+        let k = EntryKind::Filter;
+        let mut r = Reader::new(body);
+        let short = || malformed(k, "short");
+        let form = r.u16().ok_or_else(short)?;
+        if r.u16().ok_or_else(short)? != 0 {
+            return Err(malformed(k, "reserved bytes not zero"));
+        }
+        let mut digest = [0u8; 32];
+        digest.copy_from_slice(r.bytes(32).ok_or_else(short)?);
+        let policy_digest = Digest(digest);
+        let n = r.u32().ok_or_else(short)? as usize;
+        let f = match form {
+            1 => {
+                if n > MAX_POLICY_LEN {
+                    return Err(malformed(k, "policy text too long"));
+                }
+                let text = std::str::from_utf8(r.bytes(n).ok_or_else(short)?).map_err(|_| malformed(k, "policy text is not UTF-8"))?;
+                if blake3::hash(text.as_bytes()).as_bytes() != &policy_digest.0 {
+                    return Err(malformed(k, "policy digest does not match the text"));
+                }
+                Filter::Policy { policy_digest, text: text.to_owned() }
+            }
+            2 => {
+                if n > MAX_FILTER_RULES {
+                    return Err(malformed(k, "too many rules"));
+                }
+                let mut counts = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let rule_id = r.u32().ok_or_else(short)?;
+                    if r.u32().ok_or_else(short)? != 0 {
+                        return Err(malformed(k, "reserved bytes not zero"));
+                    }
+                    counts.push(FilterCount { rule_id, suppressed: r.u64().ok_or_else(short)? });
+                }
+                Filter::Counts { policy_digest, counts }
+            }
+            _ => return Err(malformed(k, "unknown form")),
+        };
+        finish(k, &r)?;
+        Ok(f)
+    }
+}
+
+#[cfg(test)]
+mod filter_tests {
+    use super::*;
+
+    #[test]
+    fn filter_entries_round_trip_and_reject_lies() {
+        let policy = Filter::policy("[rules]\n8 = \"exclude /tmp/skip\"\n");
+        let bytes = policy.encode();
+        assert_eq!(Entry::parse(&bytes).unwrap(), Entry::Filter(policy.clone()));
+        let Filter::Policy { policy_digest, .. } = policy else { unreachable!() };
+        let counts = Filter::Counts { policy_digest, counts: vec![FilterCount { rule_id: 8, suppressed: 1000 }] };
+        assert_eq!(Entry::parse(&counts.encode()).unwrap(), Entry::Filter(counts));
+        // A text that does not match its digest is refused.
+        let mut bad = bytes.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        assert!(matches!(Entry::parse(&bad), Err(EntryError::Malformed { .. })));
+        // Truncated bodies never panic and never parse.
+        for cut in 4..bytes.len() {
+            assert!(Entry::parse(&bytes[..cut]).is_err());
         }
     }
 }

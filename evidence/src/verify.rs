@@ -515,6 +515,7 @@ impl Verifier {
                     bump(&mut kinds, "LOSS");
                     losses.push((index, l));
                 }
+                Ok(Entry::Filter(_)) => bump(&mut kinds, "FILTER"),
                 Ok(Entry::Dropped(d)) => {
                     bump(&mut kinds, "DROPPED");
                     drops.push((index, d));
@@ -1217,6 +1218,7 @@ impl EntryKind {
             EntryKind::AgentStop => "AGENT_STOP",
             EntryKind::Heartbeat => "HEARTBEAT",
             EntryKind::KeyRotation => "KEY_ROTATION",
+            EntryKind::Filter => "FILTER",
             EntryKind::Retention => "RETENTION",
             EntryKind::Dropped => "DROPPED",
         }
