@@ -1,21 +1,18 @@
 //! `lineagectl entries`: print the entries of a log directory in index order.
 //!
-//! This is a reader, not a verifier: it decodes whatever segment files parse, checks no
-//! signature, link or root, and skips (with a warning on stderr) any file it cannot use.
-//! It must never panic on hostile files.
+//! This is a reader, not a verifier: it decodes whatever segment files parse (through the
+//! shared [`crate::logread`]), checks no signature, link or root, and skips (with a warning on
+//! stderr) any file it cannot use. It must never panic on hostile files.
 
-use std::fs::File;
-use std::io::{self, BufWriter, Read, Write};
-use std::path::PathBuf;
+use std::io::{self, BufWriter, Write};
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use lineage_evidence::entry::{Entry, EntryKind};
-use lineage_evidence::segment::{SegmentHeader, SegmentView, HEADER_LEN};
-use lineage_evidence::store::{read_bounded, SegmentStore};
 use serde::Serialize;
 
 use crate::cli::EntriesArgs;
 use crate::exit;
+use crate::logread::{self, raw_kind};
 
 /// Every kind this version knows, for `--kind`.
 const KINDS: [EntryKind; 8] = [
@@ -179,112 +176,27 @@ fn str_of(v: &serde_json::Value) -> String {
     }
 }
 
-fn warn(what: impl std::fmt::Display) {
-    eprintln!("lineagectl: warning: {what}");
-}
-
-/// Reads just the header of a segment file.
-fn read_header(path: &PathBuf) -> Result<SegmentHeader, String> {
-    let mut buf = [0u8; HEADER_LEN];
-    File::open(path)
-        .and_then(|mut f| f.read_exact(&mut buf))
-        .map_err(|e| e.to_string())?;
-    SegmentHeader::parse(&buf).map_err(|e| e.to_string())
-}
-
 pub fn run(a: &EntriesArgs) -> Result<i32> {
-    let from = a.from.unwrap_or(0);
-    let to = a.to.unwrap_or(u64::MAX);
-    if from > to {
-        bail!("--from {from} is after --to {to}");
-    }
-    let store =
-        SegmentStore::open(&a.dir).with_context(|| format!("opening {}", a.dir.display()))?;
-    let listing = store
-        .list()
-        .with_context(|| format!("listing {}", a.dir.display()))?;
-    if listing.segments.is_empty() {
-        warn(format_args!(
-            "no segment files in {}",
-            store.dir().display()
-        ));
-    }
-
-    // Headers first, so the output is in index order even if file names lie, and segments
-    // outside --from/--to are never read in full.
-    let mut headers = Vec::new();
-    for (_, path) in &listing.segments {
-        match read_header(path) {
-            Ok(h) => headers.push((h, path.clone())),
-            Err(e) => warn(format_args!("skipping {}: {e}", path.display())),
-        }
-    }
-    headers.sort_by_key(|(h, _)| (h.first_index, h.segment_number));
-
     let mut out = Out {
         json: a.json,
         w: BufWriter::new(io::stdout().lock()),
     };
-    let mut printed_to = 0u64; // entries below this index were printed already
-    let mut seen = std::collections::BTreeSet::new();
-    for (h, path) in headers {
-        if !seen.insert(h.segment_number) {
-            warn(format_args!(
-                "skipping {}: a second file for segment {}",
-                path.display(),
-                h.segment_number
-            ));
-            continue;
-        }
-        let end = h.first_index.saturating_add(h.entry_count);
-        if h.entry_count > 0 && h.first_index < printed_to {
-            warn(format_args!(
-                "skipping {}: segment {} repeats entries from index {} that were printed already",
-                path.display(),
-                h.segment_number,
-                h.first_index
-            ));
-            continue;
-        }
-        if h.entry_count == 0 || end <= from || h.first_index > to {
-            continue;
-        }
-        let bytes = match read_bounded(path.as_path()) {
-            Ok(b) => b,
-            Err(e) => {
-                warn(format_args!("skipping {}: {e}", path.display()));
-                continue;
-            }
-        };
-        let view = match SegmentView::parse(&bytes) {
-            Ok(v) => v,
-            Err(e) => {
-                warn(format_args!("skipping {}: {e}", path.display()));
-                continue;
-            }
-        };
-        let seg = view.header.segment_number;
-        printed_to = printed_to.max(end);
-        for (i, e) in view.entries().enumerate() {
-            let index = view.header.first_index.saturating_add(i as u64);
-            if index < from {
-                continue;
-            }
-            if index > to {
-                break;
-            }
+    let result = logread::for_each_entry(
+        &a.dir,
+        a.from.unwrap_or(0),
+        a.to.unwrap_or(u64::MAX),
+        |index, seg, e| -> Result<()> {
             if !a.kind.is_empty() && !raw_kind(e).is_some_and(|c| a.kind.contains(&c)) {
-                continue;
+                return Ok(());
             }
-            if let Err(err) = print_entry(&mut out, index, seg, e) {
-                return finish_on_error(err);
-            }
-        }
+            print_entry(&mut out, index, seg, e)
+        },
+    )
+    .and_then(|()| Ok(out.w.flush()?));
+    match result {
+        Ok(()) => Ok(exit::OK),
+        Err(err) => finish_on_error(err),
     }
-    if let Err(err) = out.w.flush() {
-        return finish_on_error(err.into());
-    }
-    Ok(exit::OK)
 }
 
 /// A closed pipe (`lineagectl entries … | head`) ends the listing quietly.
@@ -293,11 +205,6 @@ fn finish_on_error(err: anyhow::Error) -> Result<i32> {
         Some(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(exit::OK),
         _ => Err(err),
     }
-}
-
-/// The kind number of entry bytes (framing guarantees 4 bytes; this does not rely on it).
-fn raw_kind(e: &[u8]) -> Option<u16> {
-    Some(u16::from_le_bytes([*e.first()?, *e.get(1)?]))
 }
 
 fn print_entry(out: &mut Out, index: u64, seg: u64, e: &[u8]) -> Result<()> {
@@ -341,6 +248,7 @@ fn print_entry(out: &mut Out, index: u64, seg: u64, e: &[u8]) -> Result<()> {
         Entry::AgentStop(x) => out.line(index, seg, name, x),
         Entry::Heartbeat(x) => out.line(index, seg, name, x),
         Entry::Retention(x) => out.line(index, seg, name, x),
+        Entry::Filter(x) => out.line(index, seg, name, x),
         Entry::Dropped(x) => out.line(index, seg, name, x),
         Entry::KeyRotation(r) => out.line(
             index,
