@@ -1248,6 +1248,7 @@ mod tests {
                 Entry::KeyRotation(x) => x.encode_into(&mut again),
                 Entry::Retention(x) => x.encode_into(&mut again),
                 Entry::Dropped(x) => x.encode_into(&mut again),
+                Entry::Filter(x) => x.encode_into(&mut again),
                 Entry::Unknown { .. } => panic!("encoders only produce known kinds"),
             }
             prop_assert_eq!(again, bytes);
