@@ -29,10 +29,38 @@ pub struct KernelOffsets {
     pub cred_euid: u32,
     /// `cred.egid` (`kgid_t`, one u32).
     pub cred_egid: u32,
+    /// `task_struct.files` → `files_struct.fdt` → `fdtable.fd` → `file.private_data`
+    /// (a `struct socket` for sockets) → `socket.sk`: the path from an fd to its sock.
+    pub task_files: u32,
+    pub files_fdt: u32,
+    pub fdtable_fd: u32,
+    pub file_private_data: u32,
+    pub socket_sk: u32,
+    /// `sock_common` fields (at the start of `struct sock`).
+    pub skc_daddr: u32,
+    pub skc_rcv_saddr: u32,
+    pub skc_dport: u32,
+    pub skc_num: u32,
+    pub skc_family: u32,
+    pub skc_v6_daddr: u32,
+    pub skc_v6_rcv_saddr: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 40);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 88);
+
+impl KernelOffsets {
+    /// All zero: "not resolved" (the placeholder compiled into the eBPF object).
+    pub const fn zeroed() -> Self {
+        // SAFETY: only u32 fields; all-zero is a valid value.
+        unsafe { core::mem::zeroed() }
+    }
+}
 
 #[cfg(feature = "user")]
 // SAFETY: repr(C), only u32 fields, no padding (asserted above), every bit pattern valid.
 unsafe impl aya::Pod for KernelOffsets {}
+// SAFETY: repr(C) integer fields, no padding (asserted in record.rs), any bit pattern valid.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for crate::FilterConfig {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for crate::FilterRule {}

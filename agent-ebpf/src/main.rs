@@ -9,8 +9,12 @@
 mod emit;
 mod exec;
 mod exit;
+mod file;
+mod filter;
 mod fork;
 mod maps;
+mod net;
+mod syscalls;
 mod task;
 
 #[cfg(not(test))]

@@ -2,9 +2,12 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
-use lineage_common::{ExecArgsRecord, KernelOffsets, KIND_SLOTS};
+use lineage_common::{
+    ExecArgsRecord, FileOpRecord, FilterConfig, FilterRule, KernelOffsets, PendingSyscall, COMM_LEN,
+    FILTER_SLOTS, KIND_SLOTS, PATH_CAP,
+};
 
 /// The single ring buffer every record goes through (one MPSC queue keeps cross-CPU order).
 /// Its size here is a placeholder: the agent sets it from config at load time.
@@ -35,24 +38,38 @@ pub struct ExecArgsScratch {
     pub slack: [u8; lineage_common::ARGS_CAP],
 }
 
+/// Syscall arguments from entry, per thread id, until the exit probe reports the result. LRU so
+/// a thread killed mid-syscall cannot leak an entry forever.
+#[map]
+pub static PENDING: LruHashMap<u32, PendingSyscall> = LruHashMap::with_max_entries(16384, 0);
+
+/// Per-CPU scratch space for building one file record.
+#[map]
+pub static FILE_SCRATCH: PerCpuArray<FileOpRecord> = PerCpuArray::with_max_entries(1, 0);
+
+/// Filter settings, rewritten by the agent at runtime (slot 0).
+#[map]
+pub static FILTER_CONFIG: Array<FilterConfig> = Array::with_max_entries(1, 0);
+
+/// comm → rule.
+#[map]
+pub static COMM_FILTER: HashMap<[u8; COMM_LEN], FilterRule> = HashMap::with_max_entries(256, 0);
+
+/// Path prefix → rule; the longest matching prefix decides.
+#[map]
+pub static PATH_FILTER: LpmTrie<[u8; PATH_CAP], FilterRule> = LpmTrie::with_max_entries(256, 0);
+
+/// Per-CPU count of events each filter rule suppressed, by rule slot.
+#[map]
+pub static FILTERED: PerCpuArray<u64> = PerCpuArray::with_max_entries(FILTER_SLOTS, 0);
+
 /// The agent's own tgid: its activity is never recorded (it would feed back on itself).
 #[unsafe(no_mangle)]
 pub static AGENT_TGID: u32 = 0;
 
 /// Kernel struct offsets resolved by the agent from BTF.
 #[unsafe(no_mangle)]
-pub static OFFSETS: KernelOffsets = KernelOffsets {
-    valid: 0,
-    task_pid: 0,
-    task_tgid: 0,
-    task_real_parent: 0,
-    task_group_leader: 0,
-    task_start_boottime: 0,
-    task_exit_code: 0,
-    task_cred: 0,
-    cred_euid: 0,
-    cred_egid: 0,
-};
+pub static OFFSETS: KernelOffsets = KernelOffsets::zeroed();
 
 /// Free ring-buffer bytes below which a submit wakes the reader at once. Above it records are
 /// submitted without a wakeup and the agent drains on its poll interval.

@@ -24,8 +24,10 @@ impl Task {
     }
 
     #[inline(always)]
-    fn read<T: Default>(self, offset: u32) -> T {
-        if self.0.is_null() || offset == 0 {
+    pub fn read<T: Default>(self, offset: u32) -> T {
+        // Offsets of zero are real (e.g. the first field of sock_common); `valid` says whether
+        // the agent resolved them at all.
+        if self.0.is_null() || offsets().valid == 0 {
             return T::default();
         }
         // SAFETY: the helper validates the address; a fault returns an error, not a crash.
@@ -34,7 +36,7 @@ impl Task {
     }
 
     #[inline(always)]
-    fn read_ptr(self, offset: u32) -> Task {
+    pub fn read_ptr(self, offset: u32) -> Task {
         Task(self.read::<usize>(offset) as *const u8)
     }
 
@@ -67,6 +69,25 @@ impl Task {
     #[inline(always)]
     pub fn exit_code(self) -> u32 {
         self.read(offsets().task_exit_code)
+    }
+
+    /// Address of a field, for buffer reads.
+    #[inline(always)]
+    pub fn field_ptr(self, offset: u32) -> *const u8 {
+        self.0.wrapping_add(offset as usize)
+    }
+
+    /// The `struct sock` behind file descriptor `fd` of this task, if it is a socket.
+    #[inline(always)]
+    pub fn socket_of_fd(self, fd: i32) -> Task {
+        let off = offsets();
+        if fd < 0 {
+            return Task(core::ptr::null());
+        }
+        let fdt = self.read_ptr(off.task_files).read_ptr(off.files_fdt);
+        let fd_array = fdt.read_ptr(off.fdtable_fd);
+        let file = fd_array.read_ptr((fd as u32).wrapping_mul(8));
+        file.read_ptr(off.file_private_data).read_ptr(off.socket_sk)
     }
 
     /// Effective uid and gid from the task's credentials.

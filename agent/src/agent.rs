@@ -28,6 +28,7 @@ use crate::{
     config::{Config, Fsync},
     datadir::DataDir,
     event::Event,
+    filter::{self, FilterLedger},
     grpc::{self, Head, LineageQuery, LiveEvent, Shared, StaticInfo},
     metrics::{self, Page},
     pipeline::Pipeline,
@@ -98,6 +99,7 @@ impl Outputs {
             comm,
             uid,
             cgroup_id,
+            container: event.container.as_ref().map(|c| c.id.clone()),
         };
         // No receiver left is fine: nobody is tailing.
         let _ = self.live.send(Arc::new(live));
@@ -171,7 +173,18 @@ impl Outputs {
         Ok(())
     }
 
-    fn tick(&mut self) {
+    fn tick(&mut self, ebpf: &aya::Ebpf, ledger: &mut FilterLedger) {
+        if self.recorder.seal_due() {
+            // Each sealed segment says what the filter suppressed while it was open.
+            match filter::read_counts(ebpf) {
+                Ok(counts) => {
+                    if let Some(entry) = ledger.counts_entry(&counts) {
+                        self.recorder.append_filter(&entry, boot_time_ns());
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "reading filter counters failed"),
+            }
+        }
         self.recorder.tick(boot_time_ns(), wall_time_ns());
         self.publish_head();
     }
@@ -232,7 +245,47 @@ fn program_digests(ebpf: &aya::Ebpf, statuses: &[ProbeStatus]) -> Vec<ProgramDig
     out
 }
 
-pub async fn run(config: Config, duration: Option<Duration>) -> anyhow::Result<()> {
+/// Re-reads the filter section of the config file and applies it; the new policy goes on the
+/// chain. Anything wrong leaves the old filter in place.
+fn reload_filter(
+    path: Option<&Path>,
+    ebpf: &mut aya::Ebpf,
+    out: &mut Outputs,
+    ledger: &mut FilterLedger,
+) {
+    let Some(path) = path else {
+        tracing::warn!("SIGHUP: no --config file to reload the filter from");
+        return;
+    };
+    let compiled = match Config::load(path).and_then(|c| c.validate().map(|()| c)) {
+        Ok(c) => match c.filter.compile() {
+            Ok(compiled) => compiled,
+            Err(e) => return tracing::error!(error = %e, "SIGHUP: filter not changed"),
+        },
+        Err(e) => return tracing::error!(error = %e, "SIGHUP: filter not changed"),
+    };
+    let counts = filter::read_counts(ebpf).unwrap_or_default();
+    // Counts so far belong to the old policy.
+    if let Some(entry) = ledger.counts_entry(&counts) {
+        out.recorder.append_filter(&entry, boot_time_ns());
+    }
+    if let Err(e) = filter::apply(ebpf, &compiled) {
+        return tracing::error!(error = %e, "SIGHUP: applying the filter failed");
+    }
+    *ledger = FilterLedger::new(&compiled, counts);
+    out.recorder
+        .append_filter(ledger.policy_entry(), boot_time_ns());
+    tracing::info!(
+        rules = compiled.rules.len(),
+        "SIGHUP: filter reloaded and recorded"
+    );
+}
+
+pub async fn run(
+    config: Config,
+    config_path: Option<std::path::PathBuf>,
+    duration: Option<Duration>,
+) -> anyhow::Result<()> {
     // Missing privileges or kernel features, then anything wrong with the config or the data
     // dir, all fail before the kernel is touched.
     probes::preflight(&config.kernel.btf_path)?;
@@ -305,6 +358,11 @@ pub async fn run(config: Config, duration: Option<Duration>) -> anyhow::Result<(
     };
     out.publish_head();
 
+    // Filters are in place before the probes they govern are attached.
+    let compiled_filter = config.filter.compile()?;
+    filter::apply(&mut ebpf, &compiled_filter)?;
+    let mut ledger = FilterLedger::new(&compiled_filter, filter::read_counts(&ebpf)?);
+
     // The reader exists before anything is attached, so nothing is submitted unread.
     let statuses = probes::attach_all(&mut ebpf)?;
     let start = AgentStart {
@@ -315,6 +373,8 @@ pub async fn run(config: Config, duration: Option<Duration>) -> anyhow::Result<(
         programs: program_digests(&ebpf, &statuses),
     };
     out.recorder.append_start(&start, boot_time_ns())?;
+    out.recorder
+        .append_filter(ledger.policy_entry(), boot_time_ns());
     let shared = Arc::new(Shared {
         info: StaticInfo {
             host_id: host.0,
@@ -354,6 +414,7 @@ pub async fn run(config: Config, duration: Option<Duration>) -> anyhow::Result<(
 
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sighup = signal(SignalKind::hangup())?;
     let mut poll = interval(Duration::from_millis(config.capture.poll_interval_ms));
     poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut reconcile = interval(Duration::from_millis(config.capture.reconcile_interval_ms));
@@ -378,8 +439,9 @@ pub async fn run(config: Config, duration: Option<Duration>) -> anyhow::Result<(
             }
             _ = reconcile.tick() => out.reconcile(&ebpf, &mut pipeline)?,
             Some(query) = lineage_rx.recv() => answer_lineage(query, &pipeline),
+            _ = sighup.recv() => reload_filter(config_path.as_deref(), &mut ebpf, &mut out, &mut ledger),
             _ = tick.tick() => {
-                out.tick();
+                out.tick(&ebpf, &mut ledger);
                 page.set(report::metrics_page(&pipeline, &out.recorder, &statuses, probes::ring_fill(&ebpf).unwrap_or(0)));
             }
         }
@@ -391,6 +453,9 @@ pub async fn run(config: Config, duration: Option<Duration>) -> anyhow::Result<(
     out.drain(ring.get_mut(), &mut pipeline);
     pipeline.close(&probes::next_sequences(&ebpf)?, Instant::now());
     out.reconcile(&ebpf, &mut pipeline)?;
+    if let Some(entry) = ledger.counts_entry(&filter::read_counts(&ebpf)?) {
+        out.recorder.append_filter(&entry, boot_time_ns());
+    }
     out.recorder.stop(stop, boot_time_ns())?;
     out.publish_head();
     let stats = serde_json::to_string(&pipeline.stats).unwrap_or_default();

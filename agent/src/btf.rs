@@ -218,6 +218,7 @@ impl Btf {
     pub fn kernel_offsets(&self) -> Result<KernelOffsets, BtfError> {
         let task = |m| self.member_offset("task_struct", m);
         let cred = |m| self.member_offset("cred", m);
+        let sk = |m| self.member_offset("sock_common", m);
         Ok(KernelOffsets {
             valid: 1,
             task_pid: task("pid")?,
@@ -229,6 +230,18 @@ impl Btf {
             task_cred: task("cred")?,
             cred_euid: cred("euid")?,
             cred_egid: cred("egid")?,
+            task_files: task("files")?,
+            files_fdt: self.member_offset("files_struct", "fdt")?,
+            fdtable_fd: self.member_offset("fdtable", "fd")?,
+            file_private_data: self.member_offset("file", "private_data")?,
+            socket_sk: self.member_offset("socket", "sk")?,
+            skc_daddr: sk("skc_daddr")?,
+            skc_rcv_saddr: sk("skc_rcv_saddr")?,
+            skc_dport: sk("skc_dport")?,
+            skc_num: sk("skc_num")?,
+            skc_family: sk("skc_family")?,
+            skc_v6_daddr: sk("skc_v6_daddr")?,
+            skc_v6_rcv_saddr: sk("skc_v6_rcv_saddr")?,
         })
     }
 }
@@ -300,5 +313,10 @@ mod tests {
             "tgid follows pid in task_struct"
         );
         assert!(off.cred_egid > off.cred_euid);
+        assert!(
+            off.skc_dport != off.skc_num,
+            "ports live in one union but at different offsets"
+        );
+        assert!(off.socket_sk > 0 && off.fdtable_fd > 0);
     }
 }

@@ -75,6 +75,24 @@ tail_clients = ["*"]
 # Events buffered for each tail client; a client further behind is told how many it missed.
 tail_buffer = 4096
 
+[filter]
+# File and network events to record (exec, fork and exit are always recorded).
+file_ops = ["open", "unlink", "rename", "chmod", "chown"]
+net_ops = ["connect", "accept"]
+# Record an open only if its flags include one of these; [] records every open. Writes and
+# creates only: ["O_WRONLY", "O_RDWR", "O_CREAT", "O_TRUNC"].
+open_flags = []
+# Absolute path prefixes; the longest matching prefix decides. With include_paths set, a path
+# under no include prefix is not recorded. Relative paths only match include/exclude rules
+# through their literal text.
+include_paths = []
+exclude_paths = []
+# only_uid = 1000 / except_uid = 0, only_cgroup = <id> / except_cgroup = <id>
+only_comms = []
+except_comms = []
+# Every suppressed event is counted per rule and recorded on the chain (FILTER entries); the
+# policy itself is recorded at start and whenever SIGHUP reloads it.
+
 [metrics]
 # Prometheus text endpoint. Plain HTTP, so loopback addresses only; "" disables it.
 listen = "127.0.0.1:9464"
@@ -90,6 +108,7 @@ pub struct Config {
     pub retention: RetentionConfig,
     pub metrics: MetricsConfig,
     pub grpc: GrpcConfig,
+    pub filter: crate::filter::FilterSettings,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -322,6 +341,8 @@ pub enum ConfigError {
     },
     #[error("config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
+    #[error("config: {0}")]
+    Filter(String),
     #[error("config value {key} = {value}: {reason}")]
     Invalid {
         key: &'static str,
@@ -386,6 +407,9 @@ impl Config {
         }
         self.metrics.address()?;
         self.grpc.tcp()?;
+        self.filter
+            .compile()
+            .map_err(|e| ConfigError::Filter(e.to_string()))?;
         if self.grpc.tail_buffer == 0 {
             return Err(ConfigError::Invalid {
                 key: "grpc.tail_buffer",

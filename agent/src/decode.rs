@@ -6,8 +6,9 @@
 use std::mem::size_of;
 
 use lineage_common::{
-    ExecArgsRecord, ExecFailedRecord, ExecRecord, ExitRecord, ForkRecord, RecordHeader, RecordKind,
-    ARGS_CAP, EXEC_ARGS_FIXED_LEN, PATH_CAP,
+    file_op, ExecArgsRecord, ExecFailedRecord, ExecRecord, ExitRecord, FileOpRecord, ForkRecord,
+    NetRecord, RecordHeader, RecordKind, ARGS_CAP, EXEC_ARGS_FIXED_LEN, FILE_OP_FIXED_LEN,
+    PATH_CAP,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -58,6 +59,7 @@ unsafe impl Wire for ExecRecord {}
 unsafe impl Wire for ExecFailedRecord {}
 unsafe impl Wire for ForkRecord {}
 unsafe impl Wire for ExitRecord {}
+unsafe impl Wire for NetRecord {}
 
 fn read<T: Wire>(bytes: &[u8], what: &'static str) -> Result<T, DecodeError> {
     if bytes.len() < size_of::<T>() {
@@ -97,6 +99,24 @@ impl ExecArgs {
     }
 }
 
+/// A file syscall with its paths.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileOp {
+    pub header: RecordHeader,
+    pub op: u32,
+    pub syscall_nr: u32,
+    pub result: i64,
+    pub flags: u32,
+    pub mode: u32,
+    pub dirfd: i32,
+    pub dirfd2: i32,
+    pub uid: u32,
+    pub gid: u32,
+    pub trunc: u32,
+    pub path: Vec<u8>,
+    pub path2: Vec<u8>,
+}
+
 #[derive(Clone)]
 pub enum Record {
     ExecArgs(ExecArgs),
@@ -104,6 +124,8 @@ pub enum Record {
     ExecFailed(ExecFailedRecord),
     Fork(ForkRecord),
     Exit(ExitRecord),
+    FileOp(FileOp),
+    Net(Box<NetRecord>),
 }
 
 impl std::fmt::Debug for Record {
@@ -125,6 +147,8 @@ impl Record {
             Record::ExecFailed(r) => &r.header,
             Record::Fork(r) => &r.header,
             Record::Exit(r) => &r.header,
+            Record::FileOp(r) => &r.header,
+            Record::Net(r) => &r.header,
         }
     }
 }
@@ -155,6 +179,12 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         RecordKind::ExecFailed => Record::ExecFailed(read(bytes, "exec_failed record")?),
         RecordKind::Fork => Record::Fork(read(bytes, "fork record")?),
         RecordKind::Exit => Record::Exit(read(bytes, "exit record")?),
+        RecordKind::FileOp => Record::FileOp(decode_file_op(header, bytes)?),
+        RecordKind::Net => {
+            let rec: NetRecord = read(bytes, "net record")?;
+            check_len("net address", rec.addr_len as usize, rec.addr.len())?;
+            Record::Net(Box::new(rec))
+        }
     })
 }
 
@@ -193,6 +223,56 @@ fn decode_exec_args(header: RecordHeader, bytes: &[u8]) -> Result<ExecArgs, Deco
         dirfd: le_u32(bytes, base + 8) as i32,
         filename: bytes[filename_at..filename_at + filename_len].to_vec(),
         args: bytes[EXEC_ARGS_FIXED_LEN..].to_vec(),
+    })
+}
+
+fn decode_file_op(header: RecordHeader, bytes: &[u8]) -> Result<FileOp, DecodeError> {
+    let need = FILE_OP_FIXED_LEN;
+    if bytes.len() < need {
+        return Err(DecodeError::Short {
+            what: "file record",
+            len: bytes.len(),
+            need,
+        });
+    }
+    // Copy what was sent into a zeroed full record: the tail past the paths is not sent.
+    let mut full = [0u8; size_of::<FileOpRecord>()];
+    let n = bytes.len().min(full.len());
+    full[..n].copy_from_slice(&bytes[..n]);
+    // SAFETY: FileOpRecord is repr(C), integers and byte arrays only, no padding.
+    let rec: FileOpRecord = unsafe { std::ptr::read_unaligned(full.as_ptr().cast()) };
+    check_len("file path", rec.path_len as usize, PATH_CAP - 1)?;
+    check_len("file path2", rec.path2_len as usize, PATH_CAP - 1)?;
+    let expected = if rec.op == file_op::RENAME {
+        FILE_OP_FIXED_LEN + PATH_CAP + rec.path2_len as usize
+    } else {
+        FILE_OP_FIXED_LEN + rec.path_len as usize
+    };
+    if expected != bytes.len() {
+        return Err(DecodeError::LengthMismatch {
+            kind: RecordKind::FileOp,
+            declared: expected,
+            actual: bytes.len(),
+        });
+    }
+    Ok(FileOp {
+        header,
+        op: rec.op,
+        syscall_nr: rec.syscall_nr,
+        result: rec.result,
+        flags: rec.flags,
+        mode: rec.mode,
+        dirfd: rec.dirfd,
+        dirfd2: rec.dirfd2,
+        uid: rec.uid,
+        gid: rec.gid,
+        trunc: rec.trunc,
+        path: rec.path[..rec.path_len as usize].to_vec(),
+        path2: if rec.op == file_op::RENAME {
+            rec.path2[..rec.path2_len as usize].to_vec()
+        } else {
+            Vec::new()
+        },
     })
 }
 
@@ -286,6 +366,58 @@ mod tests {
         assert!(matches!(
             decode(&bytes).unwrap_err(),
             DecodeError::LengthMismatch { .. }
+        ));
+    }
+
+    fn file_op_bytes(op: u32, path: &[u8], path2: &[u8]) -> Vec<u8> {
+        let mut rec: FileOpRecord = unsafe { std::mem::zeroed() };
+        rec.op = op;
+        rec.path_len = path.len() as u32;
+        rec.path2_len = path2.len() as u32;
+        rec.path[..path.len()].copy_from_slice(path);
+        rec.path2[..path2.len()].copy_from_slice(path2);
+        rec.result = 3;
+        let len = if op == file_op::RENAME {
+            FILE_OP_FIXED_LEN + PATH_CAP + path2.len()
+        } else {
+            FILE_OP_FIXED_LEN + path.len()
+        };
+        rec.header = header(RecordKind::FileOp, len);
+        // SAFETY: plain old data.
+        let all = unsafe {
+            std::slice::from_raw_parts(
+                (&rec as *const FileOpRecord).cast::<u8>(),
+                size_of::<FileOpRecord>(),
+            )
+        };
+        all[..len].to_vec()
+    }
+
+    #[test]
+    fn decodes_file_ops_of_both_shapes() {
+        let Record::FileOp(f) = decode(&file_op_bytes(file_op::OPEN, b"/tmp/x", b"")).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (f.path.as_slice(), f.result, f.path2.len()),
+            (&b"/tmp/x"[..], 3, 0)
+        );
+        let Record::FileOp(f) = decode(&file_op_bytes(file_op::RENAME, b"a", b"bb")).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (f.path.as_slice(), f.path2.as_slice()),
+            (&b"a"[..], &b"bb"[..])
+        );
+        let mut bad = file_op_bytes(file_op::OPEN, b"/tmp/x", b"");
+        bad.pop();
+        let len = bad.len() as u32;
+        bad[4..8].copy_from_slice(&len.to_le_bytes());
+        assert!(matches!(
+            decode(&bad),
+            Err(DecodeError::LengthMismatch { .. })
         ));
     }
 

@@ -18,6 +18,9 @@ pub struct Event {
     /// Nearest first; empty when the parent is unknown.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub ancestors: Vec<ExecId>,
+    /// The container (runtime, id, pod uid) of the acting process, when it runs in one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<std::sync::Arc<crate::lineage::Container>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cpu: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -72,6 +75,85 @@ pub enum Detail {
         /// True when the whole process ended (the last thread exited).
         process: bool,
     },
+    /// A file syscall and its outcome.
+    File {
+        /// `open`, `unlink`, `rename`, `chmod` or `chown`.
+        op: &'static str,
+        /// The path as the caller passed it.
+        path: String,
+        /// The absolute path, resolved against the directory fd or the cwd (from /proc at the
+        /// time the agent read the record); absent when that was not possible.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        path_resolved: Option<String>,
+        /// rename: the new path, as passed and resolved.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        path2: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        path2_resolved: Option<String>,
+        /// Raw syscall flags (open flags, unlinkat/renameat2/fchownat flags).
+        flags: u32,
+        /// open: the flags by name, e.g. `O_WRONLY|O_CREAT`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        flags_text: Option<String>,
+        /// open with O_CREAT and chmod: the mode.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        mode: Option<u32>,
+        /// chown: target ids (absent: unchanged).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        owner_uid: Option<u32>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        owner_gid: Option<u32>,
+        /// open: the new fd.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        fd: Option<i64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        errno: Option<i32>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<&'static str>,
+        /// A path was longer than the capture limit (or unreadable).
+        truncated: bool,
+    },
+    /// An outgoing connection attempt.
+    Connect {
+        fd: i32,
+        /// `inet`, `inet6`, `unix` or `unknown`.
+        family: &'static str,
+        /// IP address (inet/inet6).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        address: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        port: Option<u16>,
+        /// Unix socket path (abstract sockets start with `@`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        path: Option<String>,
+        /// `ok`, `in_progress` (non-blocking, not yet connected) or `error`.
+        result: &'static str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        errno: Option<i32>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<&'static str>,
+    },
+    /// An accepted connection.
+    Accept {
+        /// The listening socket's fd.
+        fd: i32,
+        family: &'static str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        peer_address: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        peer_port: Option<u16>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        local_address: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        local_port: Option<u16>,
+        /// The accepted connection's fd.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        new_fd: Option<i64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        errno: Option<i32>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<&'static str>,
+    },
     /// A process found running when the agent started.
     Snapshot {
         binary: String,
@@ -101,6 +183,9 @@ impl Detail {
             Detail::Exit { .. } => "exit",
             Detail::Snapshot { .. } => "snapshot",
             Detail::Loss { .. } => "loss",
+            Detail::File { .. } => "file",
+            Detail::Connect { .. } => "connect",
+            Detail::Accept { .. } => "accept",
         }
     }
 }
@@ -136,6 +221,24 @@ pub fn errno_name(errno: i32) -> &'static str {
         libc::EINTR => "EINTR",
         libc::EIO => "EIO",
         libc::ELIBBAD => "ELIBBAD",
+        libc::EEXIST => "EEXIST",
+        libc::EBUSY => "EBUSY",
+        libc::ENOSPC => "ENOSPC",
+        libc::EROFS => "EROFS",
+        libc::EXDEV => "EXDEV",
+        libc::ENOTEMPTY => "ENOTEMPTY",
+        libc::EBADF => "EBADF",
+        libc::ENOTSOCK => "ENOTSOCK",
+        libc::ECONNREFUSED => "ECONNREFUSED",
+        libc::EINPROGRESS => "EINPROGRESS",
+        libc::ETIMEDOUT => "ETIMEDOUT",
+        libc::ENETUNREACH => "ENETUNREACH",
+        libc::EHOSTUNREACH => "EHOSTUNREACH",
+        libc::EADDRNOTAVAIL => "EADDRNOTAVAIL",
+        libc::ECONNRESET => "ECONNRESET",
+        libc::EALREADY => "EALREADY",
+        libc::EISCONN => "EISCONN",
+        libc::EAFNOSUPPORT => "EAFNOSUPPORT",
         _ => "OTHER",
     }
 }

@@ -50,6 +50,29 @@ pub struct Image {
     pub cgroup_id: u64,
     /// The newest events of this image as chain JSON, for lineage queries.
     pub recent_events: VecDeque<Arc<str>>,
+    /// The container (and pod) the process runs in, from its cgroup.
+    pub container: Option<Arc<Container>>,
+}
+
+/// Container identity of an image.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Container {
+    pub runtime: &'static str,
+    pub id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod_uid: Option<String>,
+}
+
+/// Reads the container of a live process; `None` when it is in none or already gone.
+pub fn container_of(proc_root: &std::path::Path, tgid: u32) -> Option<Arc<Container>> {
+    let info = crate::container::read_for_pid(proc_root, tgid)
+        .ok()
+        .flatten()?;
+    Some(Arc::new(Container {
+        runtime: info.runtime.as_str(),
+        id: info.container_id,
+        pod_uid: info.pod_uid,
+    }))
 }
 
 /// Events kept per image for lineage queries.
@@ -96,6 +119,8 @@ pub struct ExecInfo {
     pub comm: String,
     pub uid: u32,
     pub cgroup_id: u64,
+    /// Read from /proc by the caller; `None` falls back to the image it replaces.
+    pub container: Option<Arc<Container>>,
 }
 
 pub struct ProcessTable {
@@ -197,6 +222,7 @@ impl ProcessTable {
                 uid: 0,
                 cgroup_id: 0,
                 recent_events: VecDeque::new(),
+                container: None,
             },
         );
         if let Some(old) = self.running.insert(
@@ -212,6 +238,13 @@ impl ProcessTable {
             self.retire(old.image);
         }
         exec_id
+    }
+
+    /// Sets the container of an image (snapshot and fork children learn theirs this way).
+    pub fn set_container(&mut self, exec_id: &str, container: Option<Arc<Container>>) {
+        if let Some(img) = self.images.get_mut(exec_id) {
+            img.container = container;
+        }
     }
 
     /// Loads the processes running at startup. Parents are linked after all are known.
@@ -260,10 +293,17 @@ impl ProcessTable {
             // Already known (the startup snapshot raced with the fork).
             return (parent, existing.image.clone());
         }
-        let (binary, argv, comm) = self
+        let (binary, argv, comm, container) = self
             .images
             .get(&parent)
-            .map(|i| (i.binary.clone(), i.argv.clone(), i.comm.clone()))
+            .map(|i| {
+                (
+                    i.binary.clone(),
+                    i.argv.clone(),
+                    i.comm.clone(),
+                    i.container.clone(),
+                )
+            })
             .unwrap_or_default();
         let child = self.add_process(
             child_tgid,
@@ -276,6 +316,7 @@ impl ProcessTable {
             argv,
             comm,
         );
+        self.set_container(&child, container);
         (parent, child)
     }
 
@@ -292,12 +333,21 @@ impl ProcessTable {
             comm,
             uid,
             cgroup_id,
+            container,
         } = exec;
         let (parent, previous) = match self.find(tgid, process_start_ns) {
             Some(p) => (p.parent_exec_id.clone(), Some(p.image.clone())),
             None => (self.running_image(parent_tgid, parent_start_ns), None),
         };
         let exec_id = self.exec_id(tgid, exec_ns);
+        // A process that already exited is not in /proc any more: its cgroup is the one it
+        // was forked into, i.e. the replaced image's or the parent's.
+        let container = container.or_else(|| {
+            [previous.as_ref(), parent.as_ref()]
+                .into_iter()
+                .flatten()
+                .find_map(|id| self.images.get(id)?.container.clone())
+        });
         let image = Image {
             exec_id: exec_id.clone(),
             parent_exec_id: parent.clone(),
@@ -310,6 +360,7 @@ impl ProcessTable {
             uid,
             cgroup_id,
             recent_events: VecDeque::new(),
+            container,
         };
         self.images.insert(exec_id.clone(), image.clone());
         let replaced = self.running.insert(
@@ -435,6 +486,7 @@ mod tests {
             comm: binary.rsplit('/').next().unwrap().into(),
             uid: 0,
             cgroup_id: 0,
+            container: None,
         }
     }
 

@@ -4,9 +4,12 @@ mod agent;
 mod btf;
 mod cli;
 mod config;
+mod container;
 mod datadir;
 mod decode;
 mod event;
+mod fileops;
+mod filter;
 mod grpc;
 mod lineage;
 mod loss;
@@ -96,6 +99,7 @@ fn main() -> ExitCode {
                 .and_then(|rt| {
                     rt.block_on(agent::run(
                         config,
+                        args.config.clone(),
                         args.duration_secs.map(Duration::from_secs),
                     ))
                 }),

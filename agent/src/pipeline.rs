@@ -10,7 +10,8 @@ use lineage_common::{exec_flags, RecordKind, CLONE_THREAD, KIND_SLOTS};
 use crate::{
     decode::{self, c_str, ExecArgs, Record},
     event::{errno_name, split_exit_code, Detail, Event},
-    lineage::{ExecId, ExecInfo, ProcEntry, ProcessTable},
+    fileops,
+    lineage::{self, ExecId, ExecInfo, ProcEntry, ProcessTable},
     loss::{LossReport, SequenceTracker},
     stats::Stats,
 };
@@ -24,6 +25,8 @@ pub struct Pipeline {
     /// exec-args records by thread id, waiting for the outcome of that exec.
     pending_args: HashMap<u32, ExecArgs>,
     pub stats: Stats,
+    /// procfs, for resolving relative paths.
+    proc_root: std::path::PathBuf,
 }
 
 impl Pipeline {
@@ -33,6 +36,7 @@ impl Pipeline {
             tracker: SequenceTracker::new(cpus, KIND_SLOTS as usize, grace),
             pending_args: HashMap::new(),
             stats: Stats::default(),
+            proc_root: "/proc".into(),
         }
     }
 
@@ -47,10 +51,17 @@ impl Pipeline {
     /// Loads the startup snapshot and returns one event per process found.
     pub fn snapshot(&mut self, entries: Vec<ProcEntry>, now_ns: u64) -> Vec<Event> {
         let ids = self.table.load_snapshot(entries);
+        for id in &ids {
+            if let Some(tgid) = self.table.image(id).map(|i| i.tgid) {
+                let container = lineage::container_of(&self.proc_root, tgid);
+                self.table.set_container(id, container);
+            }
+        }
         ids.into_iter()
             .filter_map(|id| {
                 let img = self.table.image(&id)?.clone();
                 Some(Event {
+                    container: img.container.clone(),
                     time_ns: now_ns,
                     pid: img.tgid,
                     tgid: img.tgid,
@@ -95,11 +106,11 @@ impl Pipeline {
     fn apply(&mut self, record: Record) -> Option<Event> {
         let h = *record.header();
         let base = |exec_id: Option<ExecId>, table: &ProcessTable, detail: Detail| {
-            let parent = exec_id
-                .as_ref()
-                .and_then(|id| table.image(id))
-                .and_then(|i| i.parent_exec_id.clone());
+            let image = exec_id.as_ref().and_then(|id| table.image(id));
+            let parent = image.and_then(|i| i.parent_exec_id.clone());
+            let container = image.and_then(|i| i.container.clone());
             Event {
+                container,
                 time_ns: h.ktime_ns,
                 pid: h.pid,
                 tgid: h.tgid,
@@ -147,6 +158,7 @@ impl Pipeline {
                     comm: comm.clone(),
                     uid: rec.uid,
                     cgroup_id: rec.cgroup_id,
+                    container: lineage::container_of(&self.proc_root, h.tgid),
                 });
                 let detail = Detail::Exec {
                     binary,
@@ -201,6 +213,15 @@ impl Pipeline {
                     clone_flags: rec.clone_flags,
                 };
                 Some(base(Some(parent), &self.table, detail))
+            }
+            Record::FileOp(f) => {
+                let exec_id = self.table.current(h.tgid, h.proc_start_ns, "");
+                let detail = fileops::file_detail(&f, &self.proc_root);
+                Some(base(Some(exec_id), &self.table, detail))
+            }
+            Record::Net(n) => {
+                let exec_id = self.table.current(h.tgid, h.proc_start_ns, "");
+                Some(base(Some(exec_id), &self.table, fileops::net_detail(&n)))
             }
             Record::Exit(rec) => {
                 let process = rec.group_dead != 0;
@@ -282,6 +303,7 @@ impl Pipeline {
             );
         }
         Event {
+            container: None,
             time_ns: now_ns,
             pid: 0,
             tgid: 0,

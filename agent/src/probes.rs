@@ -36,6 +36,7 @@ impl fmt::Display for Hook {
     }
 }
 
+#[derive(Clone, Copy)]
 pub struct ProbeSpec {
     /// Function name in `agent-ebpf`.
     pub program: &'static str,
@@ -44,7 +45,8 @@ pub struct ProbeSpec {
     pub required: bool,
 }
 
-pub const PROBES: &[ProbeSpec] = &[
+/// Lineage probes: without the first three there is no process tree.
+const LINEAGE_PROBES: &[ProbeSpec] = &[
     ProbeSpec {
         program: "sched_process_exec",
         hook: Hook::TracePoint {
@@ -102,6 +104,63 @@ pub const PROBES: &[ProbeSpec] = &[
     },
 ];
 
+/// File syscalls: one entry and one exit program, attached to each syscall's tracepoints.
+/// A kernel without one of them (e.g. `fchmodat2` before 6.6) reports that hook as failed.
+const FILE_SYSCALLS: &[(&str, &str)] = &[
+    ("sys_enter_open", "sys_exit_open"),
+    ("sys_enter_creat", "sys_exit_creat"),
+    ("sys_enter_openat", "sys_exit_openat"),
+    ("sys_enter_openat2", "sys_exit_openat2"),
+    ("sys_enter_unlink", "sys_exit_unlink"),
+    ("sys_enter_unlinkat", "sys_exit_unlinkat"),
+    ("sys_enter_rename", "sys_exit_rename"),
+    ("sys_enter_renameat", "sys_exit_renameat"),
+    ("sys_enter_renameat2", "sys_exit_renameat2"),
+    ("sys_enter_chmod", "sys_exit_chmod"),
+    ("sys_enter_fchmodat", "sys_exit_fchmodat"),
+    ("sys_enter_fchmodat2", "sys_exit_fchmodat2"),
+    ("sys_enter_chown", "sys_exit_chown"),
+    ("sys_enter_lchown", "sys_exit_lchown"),
+    ("sys_enter_fchownat", "sys_exit_fchownat"),
+];
+
+const NET_SYSCALLS: &[(&str, &str)] = &[
+    ("sys_enter_connect", "sys_exit_connect"),
+    ("sys_enter_accept", "sys_exit_accept"),
+    ("sys_enter_accept4", "sys_exit_accept4"),
+];
+
+/// Every probe, in attach order: lineage first, so the process tree is complete before file
+/// and network events refer to it.
+pub fn all_probes() -> Vec<ProbeSpec> {
+    let mut probes: Vec<ProbeSpec> = LINEAGE_PROBES.to_vec();
+    for (table, enter, exit) in [
+        (FILE_SYSCALLS, "sys_enter_file", "sys_exit_file"),
+        (NET_SYSCALLS, "sys_enter_net", "sys_exit_net"),
+    ] {
+        for (enter_tp, exit_tp) in table {
+            // Exit first: an entry without its exit probe would only fill the pending map.
+            probes.push(ProbeSpec {
+                program: exit,
+                hook: Hook::TracePoint {
+                    category: "syscalls",
+                    name: exit_tp,
+                },
+                required: false,
+            });
+            probes.push(ProbeSpec {
+                program: enter,
+                hook: Hook::TracePoint {
+                    category: "syscalls",
+                    name: enter_tp,
+                },
+                required: false,
+            });
+        }
+    }
+    probes
+}
+
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ProbeStatus {
     pub program: &'static str,
@@ -155,14 +214,19 @@ fn attach_one(ebpf: &mut Ebpf, spec: &ProbeSpec) -> Result<(), String> {
         .program_mut(spec.program)
         .ok_or("program missing from the eBPF object")?;
     match spec.hook {
+        // One program may serve several hooks: load it the first time only.
         Hook::TracePoint { category, name } => {
             let tp: &mut TracePoint = program.try_into().map_err(|e| format!("{e}"))?;
-            tp.load().map_err(|e| format!("{e:#}"))?;
+            if tp.fd().is_err() {
+                tp.load().map_err(|e| format!("{e:#}"))?;
+            }
             tp.attach(category, name).map_err(|e| format!("{e:#}"))?;
         }
         Hook::RawTracePoint { name } => {
             let tp: &mut RawTracePoint = program.try_into().map_err(|e| format!("{e}"))?;
-            tp.load().map_err(|e| format!("{e:#}"))?;
+            if tp.fd().is_err() {
+                tp.load().map_err(|e| format!("{e:#}"))?;
+            }
             tp.attach(name).map_err(|e| format!("{e:#}"))?;
         }
     }
@@ -171,8 +235,9 @@ fn attach_one(ebpf: &mut Ebpf, spec: &ProbeSpec) -> Result<(), String> {
 
 /// Attaches every probe; fails only when a required one could not be attached.
 pub fn attach_all(ebpf: &mut Ebpf) -> Result<Vec<ProbeStatus>, LoadError> {
-    let mut statuses = Vec::with_capacity(PROBES.len());
-    for spec in PROBES {
+    let probes = all_probes();
+    let mut statuses = Vec::with_capacity(probes.len());
+    for spec in &probes {
         let result = attach_one(ebpf, spec);
         let status = ProbeStatus {
             program: spec.program,
@@ -202,7 +267,7 @@ pub fn attach_all(ebpf: &mut Ebpf) -> Result<Vec<ProbeStatus>, LoadError> {
 /// Detaches every program (links are released when their programs unload), so a final drain
 /// sees everything that was ever submitted.
 pub fn detach_all(ebpf: &mut Ebpf) {
-    for spec in PROBES {
+    for spec in all_probes() {
         if let Some(program) = ebpf.program_mut(spec.program) {
             let _ = match program {
                 aya::programs::Program::TracePoint(p) => p.unload(),

@@ -335,6 +335,20 @@ impl Recorder {
         Ok(())
     }
 
+    /// Whether the next `tick` will seal the open segment (so per-seal entries go in first).
+    pub fn seal_due(&self) -> bool {
+        let pending = self.writer.pending_entries();
+        self.unwritten.is_none()
+            && pending > 0
+            && (self.last_seal.elapsed() >= self.policy.interval || self.full())
+    }
+
+    pub fn append_filter(&mut self, filter: &lineage_evidence::entry::Filter, now_ns: u64) {
+        self.scratch.clear();
+        filter.encode_into(&mut self.scratch);
+        self.append_scratch(now_ns);
+    }
+
     /// Whether the entry cap or byte cap is reached (the caller seals between batches).
     pub fn full(&self) -> bool {
         self.writer.pending_entries() >= self.policy.max_entries

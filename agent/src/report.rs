@@ -169,6 +169,7 @@ mod tests {
 
     fn loss(ranges: Vec<(u64, u64)>, missing: u64, unexplained: u64) -> Event {
         Event {
+            container: None,
             time_ns: 0,
             pid: 0,
             tgid: 0,

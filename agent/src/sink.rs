@@ -102,6 +102,56 @@ fn text_line(event: &Event, table: &ProcessTable) -> String {
             )
         }
         Detail::Snapshot { binary, .. } => format!("[{t:.6}] found  {who} {binary}"),
+        Detail::File {
+            op,
+            path,
+            path_resolved,
+            path2,
+            error,
+            ..
+        } => {
+            let shown = path_resolved.as_deref().unwrap_or(path);
+            let to = path2
+                .as_deref()
+                .map(|p| format!(" → {p}"))
+                .unwrap_or_default();
+            format!("[{t:.6}] {op:<6} {who} {shown}{to} {}", error.unwrap_or(""))
+        }
+        Detail::Connect {
+            address,
+            port,
+            path,
+            result,
+            error,
+            ..
+        } => {
+            let target = match (address, port, path) {
+                (Some(a), Some(p), _) => format!("{a}:{p}"),
+                (_, _, Some(p)) => p.clone(),
+                _ => "?".into(),
+            };
+            format!(
+                "[{t:.6}] connect {who} {target} {result} {}",
+                error.unwrap_or("")
+            )
+        }
+        Detail::Accept {
+            peer_address,
+            peer_port,
+            local_port,
+            error,
+            ..
+        } => {
+            let peer = match (peer_address, peer_port) {
+                (Some(a), Some(p)) => format!("{a}:{p}"),
+                _ => "?".into(),
+            };
+            format!(
+                "[{t:.6}] accept {who} {peer} on :{} {}",
+                local_port.unwrap_or(0),
+                error.unwrap_or("")
+            )
+        }
         Detail::Loss {
             loss_cpu,
             missing,

@@ -16,6 +16,8 @@ pub struct LiveEvent {
     pub comm: String,
     pub uid: u32,
     pub cgroup_id: u64,
+    /// Container id, when the process runs in one.
+    pub container: Option<String>,
 }
 
 pub fn matches(filter: &TailFilter, ev: &LiveEvent) -> bool {
@@ -42,9 +44,11 @@ pub fn matches(filter: &TailFilter, ev: &LiveEvent) -> bool {
     if filter.cgroup_id.is_some_and(|id| id != ev.cgroup_id) {
         return false;
     }
-    // Container identity is not derived yet: a container filter matches nothing rather than
-    // everything.
     filter.container.is_empty()
+        || ev
+            .container
+            .as_deref()
+            .is_some_and(|c| c.starts_with(&filter.container))
 }
 
 #[cfg(test)]
@@ -61,6 +65,7 @@ mod tests {
             comm: "curl".into(),
             uid: 1000,
             cgroup_id: 7,
+            container: Some("abcdef".into()),
         }
     }
 
@@ -97,8 +102,15 @@ mod tests {
             cgroup_id: Some(8),
             ..Default::default()
         }));
+        assert!(
+            f(TailFilter {
+                container: "abc".into(),
+                ..Default::default()
+            }),
+            "a container id prefix matches"
+        );
         assert!(!f(TailFilter {
-            container: "abc".into(),
+            container: "fff".into(),
             ..Default::default()
         }));
     }

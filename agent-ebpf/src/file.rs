@@ -1,0 +1,199 @@
+//! File syscalls: open/openat/openat2/creat, unlink/unlinkat, rename/renameat/renameat2,
+//! chmod/fchmodat/fchmodat2, chown/lchown/fchownat.
+//!
+//! `sys_enter_file` is attached to each syscall's `syscalls/sys_enter_*` tracepoint (argument
+//! `i` at offset 16 + 8·i) and keeps the arguments per thread; `sys_exit_file`, attached to the
+//! matching `sys_exit_*` tracepoints (`ret` at 16), reads the paths, applies the path-prefix
+//! filter and emits one record with the result. Paths are read at exit from the caller's
+//! memory, which a racing thread could have changed in between; the kernel's own copy is not
+//! reachable from a tracepoint.
+
+use aya_ebpf::{
+    helpers::{bpf_probe_read_user, generated::bpf_probe_read_user_str},
+    macros::tracepoint,
+    maps::lpm_trie::Key,
+    programs::TracePointContext,
+};
+use lineage_common::{
+    builtin_rule, file_op, path_flags, rule_action, PendingSyscall, RecordKind, FILE_OP_FIXED_LEN, PATH_CAP,
+};
+
+use crate::{
+    emit::{count_failure, header, observed_task, submit_flags},
+    filter,
+    maps::{EVENTS, FILE_SCRATCH, PATH_FILTER, PENDING},
+    syscalls::nr,
+};
+
+const AT_FDCWD: i32 = -100;
+const AT_SYMLINK_NOFOLLOW: u32 = 0x100;
+const O_WRONLY: u32 = 1;
+const O_CREAT: u32 = 0o100;
+const O_TRUNC: u32 = 0o1000;
+
+#[inline(always)]
+fn arg(ctx: &TracePointContext, i: usize) -> u64 {
+    // SAFETY: syscall tracepoint arguments are 8-byte slots from offset 16.
+    unsafe { ctx.read_at::<u64>(16 + 8 * i) }.unwrap_or(0)
+}
+
+/// The tracked syscall's arguments in a common shape, or `None` for an untracked number.
+#[inline(always)]
+fn file_args(ctx: &TracePointContext, syscall: i32) -> Option<PendingSyscall> {
+    let a = |i| arg(ctx, i);
+    let mut p = PendingSyscall {
+        syscall_nr: syscall as u32,
+        dirfd: AT_FDCWD,
+        dirfd2: AT_FDCWD,
+        uid: u32::MAX,
+        gid: u32::MAX,
+        ..Default::default()
+    };
+    match syscall {
+        nr::OPEN => (p.op, p.ptr1, p.flags, p.mode) = (file_op::OPEN, a(0), a(1) as u32, a(2) as u32),
+        nr::CREAT => (p.op, p.ptr1, p.flags, p.mode) = (file_op::OPEN, a(0), O_CREAT | O_WRONLY | O_TRUNC, a(1) as u32),
+        nr::OPENAT => (p.op, p.dirfd, p.ptr1, p.flags, p.mode) = (file_op::OPEN, a(0) as i32, a(1), a(2) as u32, a(3) as u32),
+        nr::OPENAT2 => {
+            // struct open_how { u64 flags; u64 mode; u64 resolve; }
+            let how = a(2) as *const u64;
+            // SAFETY: user pointer read through the checked helper.
+            let flags = unsafe { bpf_probe_read_user(how) }.unwrap_or(0);
+            let mode = unsafe { bpf_probe_read_user(how.wrapping_add(1)) }.unwrap_or(0);
+            (p.op, p.dirfd, p.ptr1, p.flags, p.mode) = (file_op::OPEN, a(0) as i32, a(1), flags as u32, mode as u32);
+        }
+        nr::UNLINK => (p.op, p.ptr1) = (file_op::UNLINK, a(0)),
+        nr::UNLINKAT => (p.op, p.dirfd, p.ptr1, p.flags) = (file_op::UNLINK, a(0) as i32, a(1), a(2) as u32),
+        nr::RENAME => (p.op, p.ptr1, p.ptr2) = (file_op::RENAME, a(0), a(1)),
+        nr::RENAMEAT | nr::RENAMEAT2 => {
+            (p.op, p.dirfd, p.ptr1, p.dirfd2, p.ptr2) = (file_op::RENAME, a(0) as i32, a(1), a(2) as i32, a(3));
+            if syscall == nr::RENAMEAT2 {
+                p.flags = a(4) as u32;
+            }
+        }
+        nr::CHMOD => (p.op, p.ptr1, p.mode) = (file_op::CHMOD, a(0), a(1) as u32),
+        nr::FCHMODAT | nr::FCHMODAT2 => {
+            (p.op, p.dirfd, p.ptr1, p.mode) = (file_op::CHMOD, a(0) as i32, a(1), a(2) as u32);
+            if syscall == nr::FCHMODAT2 {
+                p.flags = a(3) as u32;
+            }
+        }
+        nr::CHOWN | nr::LCHOWN => {
+            (p.op, p.ptr1, p.uid, p.gid) = (file_op::CHOWN, a(0), a(1) as u32, a(2) as u32);
+            if syscall == nr::LCHOWN {
+                p.flags = AT_SYMLINK_NOFOLLOW;
+            }
+        }
+        nr::FCHOWNAT => (p.op, p.dirfd, p.ptr1, p.uid, p.gid, p.flags) = (file_op::CHOWN, a(0) as i32, a(1), a(2) as u32, a(3) as u32, a(4) as u32),
+        _ => return None,
+    }
+    Some(p)
+}
+
+#[tracepoint]
+pub fn sys_enter_file(ctx: TracePointContext) -> u32 {
+    let Some((pid, _)) = observed_task() else {
+        return 0;
+    };
+    // SAFETY: `__syscall_nr` is at offset 8 of every syscall tracepoint.
+    let syscall: i32 = unsafe { ctx.read_at(8) }.unwrap_or(-1);
+    let Some(pending) = file_args(&ctx, syscall) else {
+        return 0;
+    };
+    let cfg = filter::config();
+    if cfg.disabled_ops & (1 << pending.op) != 0 {
+        filter::count(builtin_rule::OP_DISABLED);
+        return 0;
+    }
+    if pending.op == file_op::OPEN && cfg.open_flags_mask != 0 && pending.flags & cfg.open_flags_mask == 0 {
+        filter::count(builtin_rule::OPEN_FLAGS);
+        return 0;
+    }
+    if !filter::actor_allowed(&cfg) {
+        return 0;
+    }
+    let _ = PENDING.insert(&pid, &pending, 0);
+    0
+}
+
+/// Reads a user string into `dst` (PATH_CAP bytes); returns (length without NUL, flags).
+#[inline(always)]
+fn read_path(src: u64, dst: *mut u8, truncated: u32) -> (u32, u32) {
+    // SAFETY: the helper validates the user address and writes at most PATH_CAP bytes.
+    let n = unsafe { bpf_probe_read_user_str(dst.cast(), PATH_CAP as u32, src as *const _) };
+    if n <= 0 {
+        return (0, path_flags::PATH_UNREADABLE);
+    }
+    let len = (n as u32 - 1) & (PATH_CAP as u32 - 1);
+    let flags = if n as usize == PATH_CAP && user_byte(src + PATH_CAP as u64 - 1) != Some(0) { truncated } else { 0 };
+    (len, flags)
+}
+
+#[inline(always)]
+fn user_byte(addr: u64) -> Option<u8> {
+    // SAFETY: checked helper.
+    unsafe { bpf_probe_read_user(addr as *const u8) }.ok()
+}
+
+#[tracepoint]
+pub fn sys_exit_file(ctx: TracePointContext) -> u32 {
+    let Some((pid, tgid)) = observed_task() else {
+        return 0;
+    };
+    // SAFETY: the entry probe stored it; copied out before removal.
+    let Some(pending) = (unsafe { PENDING.get(&pid) }).copied() else {
+        return 0;
+    };
+    let _ = PENDING.remove(&pid);
+    let Some(rec) = FILE_SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: `ret` is at offset 16; `rec` is this CPU's scratch slot.
+    unsafe {
+        let result: i64 = ctx.read_at(16).unwrap_or(0);
+        let (path_len, mut trunc) = read_path(pending.ptr1, (*rec).path.as_mut_ptr(), path_flags::PATH_TRUNCATED);
+        (*rec).path_len = path_len;
+        (*rec).path_prefix_bits = path_len * 8;
+        // The longest configured prefix decides; with include-only paths, no match drops.
+        let key = &*(&raw const (*rec).path_prefix_bits as *const Key<[u8; PATH_CAP]>);
+        match PATH_FILTER.get(key).copied() {
+            Some(rule) if rule.action == rule_action::EXCLUDE => {
+                filter::count(rule.rule_id);
+                return 0;
+            }
+            Some(_) => {}
+            None if filter::config().path_default_exclude != 0 => {
+                filter::count(builtin_rule::PATH_NOT_INCLUDED);
+                return 0;
+            }
+            None => {}
+        }
+        let mut path2_len = 0;
+        if pending.op == file_op::RENAME {
+            let (len2, t2) = read_path(pending.ptr2, (*rec).path2.as_mut_ptr(), path_flags::PATH2_TRUNCATED);
+            path2_len = len2;
+            trunc |= t2;
+        }
+        let len = if pending.op == file_op::RENAME {
+            FILE_OP_FIXED_LEN + PATH_CAP + (path2_len as usize & (PATH_CAP - 1))
+        } else {
+            FILE_OP_FIXED_LEN + (path_len as usize & (PATH_CAP - 1))
+        };
+        (*rec).header = header(RecordKind::FileOp, len, pid, tgid);
+        (*rec).op = pending.op;
+        (*rec).syscall_nr = pending.syscall_nr;
+        (*rec).result = result;
+        (*rec).flags = pending.flags;
+        (*rec).mode = pending.mode;
+        (*rec).dirfd = pending.dirfd;
+        (*rec).dirfd2 = pending.dirfd2;
+        (*rec).uid = pending.uid;
+        (*rec).gid = pending.gid;
+        (*rec).trunc = trunc;
+        (*rec).path2_len = path2_len;
+        let bytes = core::slice::from_raw_parts(rec as *const u8, len);
+        if EVENTS.output::<[u8]>(bytes, submit_flags()).is_err() {
+            count_failure(RecordKind::FileOp);
+        }
+    }
+    0
+}

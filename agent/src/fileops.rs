@@ -1,0 +1,275 @@
+//! Turning file and socket records into events: names for flags and families, addresses as
+//! text, and relative paths resolved to absolute ones where /proc still allows it.
+
+use std::{
+    net::{Ipv4Addr, Ipv6Addr},
+    path::{Component, Path, PathBuf},
+};
+
+use lineage_common::{file_op, net_op, path_flags, NetRecord};
+
+use crate::{
+    decode::FileOp,
+    event::{errno_name, Detail},
+};
+
+const AT_FDCWD: i32 = -100;
+const AF_UNIX: u16 = 1;
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+
+fn op_name(op: u32) -> &'static str {
+    match op {
+        file_op::OPEN => "open",
+        file_op::UNLINK => "unlink",
+        file_op::RENAME => "rename",
+        file_op::CHMOD => "chmod",
+        file_op::CHOWN => "chown",
+        _ => "unknown",
+    }
+}
+
+/// `O_RDONLY|O_CREAT|...` for the flags that matter to lineage.
+pub fn open_flags_text(flags: u32) -> String {
+    let access = match flags & 0o3 {
+        0 => "O_RDONLY",
+        1 => "O_WRONLY",
+        2 => "O_RDWR",
+        _ => "O_ACCMODE",
+    };
+    let mut parts = vec![access];
+    for (bit, name) in [
+        (0o100, "O_CREAT"),
+        (0o200, "O_EXCL"),
+        (0o1000, "O_TRUNC"),
+        (0o2000, "O_APPEND"),
+        (0o4000, "O_NONBLOCK"),
+        (0o200000, "O_DIRECTORY"),
+        (0o400000, "O_NOFOLLOW"),
+        (0o2000000, "O_CLOEXEC"),
+        (0o20200000, "O_TMPFILE"),
+    ] {
+        if flags & bit == bit {
+            parts.push(name);
+        }
+    }
+    parts.join("|")
+}
+
+/// Lexically normalises an absolute path (`.` and `..`), without touching the filesystem.
+pub fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::from("/");
+    for c in path.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::Normal(part) => out.push(part),
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+        }
+    }
+    out
+}
+
+/// The absolute form of `path` for process `tgid`: relative paths are joined to the directory
+/// fd's target or the cwd as /proc shows them now (the process may have moved on: best effort).
+pub fn resolve(proc_root: &Path, tgid: u32, dirfd: i32, path: &str) -> Option<String> {
+    if path.is_empty() {
+        return None;
+    }
+    let p = Path::new(path);
+    let base = if p.is_absolute() {
+        PathBuf::from("/")
+    } else {
+        let link = if dirfd == AT_FDCWD {
+            format!("{tgid}/cwd")
+        } else {
+            format!("{tgid}/fd/{dirfd}")
+        };
+        std::fs::read_link(proc_root.join(link)).ok()?
+    };
+    Some(normalize(&base.join(p)).to_string_lossy().into_owned())
+}
+
+fn errno_of(result: i64) -> (Option<i32>, Option<&'static str>) {
+    if result < 0 {
+        let errno = (-result) as i32;
+        (Some(errno), Some(errno_name(errno)))
+    } else {
+        (None, None)
+    }
+}
+
+pub fn file_detail(f: &FileOp, proc_root: &Path) -> Detail {
+    let tgid = f.header.tgid;
+    let path = String::from_utf8_lossy(&f.path).into_owned();
+    let path_resolved = resolve(proc_root, tgid, f.dirfd, &path);
+    let (path2, path2_resolved) = if f.op == file_op::RENAME {
+        let p2 = String::from_utf8_lossy(&f.path2).into_owned();
+        let r2 = resolve(proc_root, tgid, f.dirfd2, &p2);
+        (Some(p2), r2)
+    } else {
+        (None, None)
+    };
+    let is_open = f.op == file_op::OPEN;
+    let mode = match f.op {
+        file_op::OPEN if f.flags & 0o100 != 0 => Some(f.mode),
+        file_op::CHMOD => Some(f.mode),
+        _ => None,
+    };
+    let id = |v: u32| (f.op == file_op::CHOWN && v != u32::MAX).then_some(v);
+    let (errno, error) = errno_of(f.result);
+    Detail::File {
+        op: op_name(f.op),
+        path,
+        path_resolved,
+        path2,
+        path2_resolved,
+        flags: f.flags,
+        flags_text: is_open.then(|| open_flags_text(f.flags)),
+        mode,
+        owner_uid: id(f.uid),
+        owner_gid: id(f.gid),
+        fd: (is_open && f.result >= 0).then_some(f.result),
+        errno,
+        error,
+        truncated: f.trunc
+            & (path_flags::PATH_TRUNCATED
+                | path_flags::PATH2_TRUNCATED
+                | path_flags::PATH_UNREADABLE)
+            != 0,
+    }
+}
+
+fn family_name(family: u16) -> &'static str {
+    match family {
+        AF_INET => "inet",
+        AF_INET6 => "inet6",
+        AF_UNIX => "unix",
+        _ => "unknown",
+    }
+}
+
+fn ip_text(family: u16, bytes: &[u8]) -> Option<String> {
+    match family {
+        AF_INET => bytes
+            .get(..4)
+            .map(|b| Ipv4Addr::new(b[0], b[1], b[2], b[3]).to_string()),
+        AF_INET6 => bytes.get(..16).map(|b| {
+            let mut a = [0u8; 16];
+            a.copy_from_slice(b);
+            Ipv6Addr::from(a).to_string()
+        }),
+        _ => None,
+    }
+}
+
+/// A Unix socket path; a leading NUL marks an abstract socket, shown with `@`.
+fn unix_path(bytes: &[u8]) -> String {
+    match bytes.split_first() {
+        Some((0, rest)) => format!(
+            "@{}",
+            String::from_utf8_lossy(rest.split(|&b| b == 0).next().unwrap_or_default())
+        ),
+        _ => String::from_utf8_lossy(bytes.split(|&b| b == 0).next().unwrap_or_default())
+            .into_owned(),
+    }
+}
+
+pub fn net_detail(n: &NetRecord) -> Detail {
+    let family = family_name(n.family);
+    let addr = &n.addr[..(n.addr_len as usize).min(n.addr.len())];
+    let (errno, error) = errno_of(n.result);
+    if n.op == net_op::CONNECT {
+        let inet = matches!(n.family, AF_INET | AF_INET6);
+        let result = match n.result {
+            0 => "ok",
+            r if r == -(libc::EINPROGRESS as i64) => "in_progress",
+            _ => "error",
+        };
+        Detail::Connect {
+            fd: n.fd,
+            family,
+            address: if inet { ip_text(n.family, addr) } else { None },
+            port: inet.then_some(n.remote_port),
+            path: (n.family == AF_UNIX).then(|| unix_path(addr)),
+            result,
+            errno: if n.result == 0 { None } else { errno },
+            error: if n.result == 0 { None } else { error },
+        }
+    } else {
+        let ok = n.result >= 0 && matches!(n.family, AF_INET | AF_INET6);
+        Detail::Accept {
+            fd: n.fd,
+            family,
+            peer_address: if ok { ip_text(n.family, addr) } else { None },
+            peer_port: ok.then_some(n.remote_port),
+            local_address: if ok {
+                ip_text(n.family, &n.local_addr)
+            } else {
+                None
+            },
+            local_port: ok.then_some(n.local_port),
+            new_fd: (n.result >= 0).then_some(n.result),
+            errno,
+            error,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_and_paths() {
+        assert_eq!(
+            open_flags_text(0o1 | 0o100 | 0o2000000),
+            "O_WRONLY|O_CREAT|O_CLOEXEC"
+        );
+        assert_eq!(open_flags_text(0), "O_RDONLY");
+        assert_eq!(
+            normalize(Path::new("/a/b/../c/./d")),
+            PathBuf::from("/a/c/d")
+        );
+        assert_eq!(normalize(Path::new("/../x")), PathBuf::from("/x"));
+        assert_eq!(
+            resolve(Path::new("/proc"), 1, AT_FDCWD, "/etc/../etc/passwd").as_deref(),
+            Some("/etc/passwd")
+        );
+        let me = std::process::id();
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(
+            resolve(Path::new("/proc"), me, AT_FDCWD, "x/y").unwrap(),
+            cwd.join("x/y").to_string_lossy()
+        );
+    }
+
+    #[test]
+    fn addresses() {
+        let mut n: NetRecord = unsafe { std::mem::zeroed() };
+        n.op = net_op::CONNECT;
+        n.family = AF_INET;
+        n.addr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        n.addr_len = 4;
+        n.remote_port = 8080;
+        n.result = -(libc::ECONNREFUSED as i64);
+        match net_detail(&n) {
+            Detail::Connect {
+                address,
+                port,
+                result,
+                error,
+                ..
+            } => {
+                assert_eq!(
+                    (address.as_deref(), port, result, error),
+                    (Some("127.0.0.1"), Some(8080), "error", Some("ECONNREFUSED"))
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(unix_path(b"\0abstract\0\0"), "@abstract");
+        assert_eq!(unix_path(b"/run/x.sock\0garbage"), "/run/x.sock");
+    }
+}
