@@ -5,10 +5,18 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use lineage_evidence::verify::KnownHead;
 
-/// Verify Lineage evidence logs and prove single entries.
+/// Verify Lineage evidence logs, prove single entries, and watch and query live agents.
+///
+/// Log commands (verify, head, prove, entries, tree --store) take one host's log: an agent
+/// data directory or a collector host directory (<store>/<host id hex>), both holding
+/// `segments/`. Given a collector store root, they refuse and list its host directories.
+///
+/// Agent commands (tail, tree, status, segments) connect with --agent: a Unix socket path or
+/// unix:///PATH (default /run/lineage/agent.sock), or https://HOST:PORT with --ca, --cert and
+/// --key (mutual TLS).
 ///
 /// Exit codes: 0 ok, 1 integrity failure, 2 completeness failure, 3 declared loss only,
-/// 4 usage or I/O error.
+/// 4 usage or I/O error (and any failure to reach or query an agent).
 #[derive(Debug, Parser)]
 #[command(name = "lineagectl", version)]
 pub struct Cli {
@@ -42,6 +50,117 @@ pub enum Command {
     /// {"index":N,"segment":S,"kind":"LOSS",...fields} for the other kinds.
     #[command(verbatim_doc_comment)]
     Entries(EntriesArgs),
+    /// Follow an agent's live events, one compact line each (or JSON with --json).
+    ///
+    /// Each line: local time, host, the process chain (up to three ancestors, oldest first,
+    /// then the process: `bash(1200) → python3(1300) → curl(1310)`), the event kind and its
+    /// details. Names of processes that started before the tail are asked of the agent;
+    /// unknown ones show as `?(tgid)`. Colour only on a terminal and when NO_COLOR is unset.
+    /// Missed events (this client read too slowly) are reported on stderr.
+    /// Runs until Ctrl-C, the agent ends the stream, or --count events were printed.
+    Tail(TailArgs),
+    /// Show a process image's ancestry and descendants as a tree, with their recent events.
+    ///
+    /// From a live agent (GetLineage), or with --store DIR from a log on disk (an agent data
+    /// directory or a collector host directory), rebuilt from the chain's exec, snapshot,
+    /// fork and exit events. EXEC_ID is `<boot>-<tgid>-<start ns>` as in the events.
+    Tree(TreeArgs),
+    /// Show an agent's identity, versions, chain head and probe status.
+    Status(StatusArgs),
+    /// List the sealed segments an agent holds.
+    Segments(SegmentsArgs),
+}
+
+/// How to reach an agent.
+#[derive(Debug, Args, Clone)]
+pub struct AgentArgs {
+    /// The agent: a Unix socket path, unix:///PATH, or https://HOST:PORT (mutual TLS).
+    #[arg(long, value_name = "TARGET", default_value = crate::connect::DEFAULT_SOCKET)]
+    pub agent: crate::connect::Target,
+    /// CA certificate (PEM) that signed the agent's server certificate (https only).
+    #[arg(long, value_name = "PEM")]
+    pub ca: Option<PathBuf>,
+    /// This client's certificate (PEM; its common name must be on the agent's allow-list).
+    #[arg(long, value_name = "PEM")]
+    pub cert: Option<PathBuf>,
+    /// This client's private key (PEM).
+    #[arg(long, value_name = "PEM")]
+    pub key: Option<PathBuf>,
+    /// TLS server name to expect, when it differs from the host in the URL.
+    #[arg(long, value_name = "NAME")]
+    pub domain: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct TailArgs {
+    #[command(flatten)]
+    pub conn: AgentArgs,
+    /// Print each event's JSON object exactly as received, one per line (for jq).
+    #[arg(long)]
+    pub json: bool,
+    /// Only events of this kind. Repeatable.
+    #[arg(long, value_name = "KIND", value_parser = ["exec", "exec_failed", "fork", "exit", "snapshot", "loss"])]
+    pub kind: Vec<String>,
+    /// Only events of this image and its descendants.
+    #[arg(long, value_name = "EXEC_ID")]
+    pub subtree: Option<String>,
+    /// Only processes whose binary path or comm contains PATTERN.
+    #[arg(long, value_name = "PATTERN")]
+    pub binary: Option<String>,
+    /// Only processes of this real uid.
+    #[arg(long, value_name = "N")]
+    pub uid: Option<u32>,
+    /// Only processes in this cgroup (id as in the events' cgroup_id).
+    #[arg(long, value_name = "ID")]
+    pub cgroup: Option<u64>,
+    /// Only processes of this container (substring of the container id). The agent does not
+    /// derive container ids yet, so this matches nothing for now.
+    #[arg(long, value_name = "ID")]
+    pub container: Option<String>,
+    /// Exit after printing N events.
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct TreeArgs {
+    /// The image: `<boot>-<tgid>-<start ns>`, as in the events' exec_id.
+    pub exec_id: String,
+    #[command(flatten)]
+    pub conn: AgentArgs,
+    /// Read the log in DIR instead of asking an agent (agent data dir or collector host dir).
+    #[arg(long, value_name = "DIR", conflicts_with = "agent")]
+    pub store: Option<PathBuf>,
+    /// Events shown per image (the newest ones); 0 shows none.
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub events: usize,
+    /// One JSON object: ancestors (root first) and the node with nested children.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub conn: AgentArgs,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SegmentsArgs {
+    #[command(flatten)]
+    pub conn: AgentArgs,
+    /// First segment number.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub from: u64,
+    /// Last segment number (inclusive).
+    #[arg(long, value_name = "N")]
+    pub to: Option<u64>,
+    /// One JSON object per segment, one per line.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -11,9 +11,11 @@ use lineage_evidence::Proof;
 
 use crate::cli::{ProveArgs, VerifyProofArgs};
 use crate::exit;
+use crate::logdir;
 use crate::verify::load_one_key;
 
 pub fn prove(a: &ProveArgs) -> Result<i32> {
+    logdir::require_single_log(&a.dir)?;
     let store =
         SegmentStore::open(&a.dir).with_context(|| format!("opening {}", a.dir.display()))?;
     let listing = store.list()?;

@@ -8,6 +8,7 @@ use lineage_evidence::{verify_dir, PublicKey, VerifyOptions};
 
 use crate::cli::{HeadArgs, TrustArgs, VerifyArgs};
 use crate::exit;
+use crate::logdir;
 
 /// Loads `--key` and `--trusted-keys` arguments.
 pub fn load_keys(t: &TrustArgs) -> Result<Vec<PublicKey>> {
@@ -42,6 +43,7 @@ pub fn load_one_key(k: &str) -> Result<PublicKey> {
 }
 
 pub fn run(a: &VerifyArgs) -> Result<i32> {
+    logdir::require_single_log(&a.dir)?;
     let opts = VerifyOptions {
         trusted_keys: load_keys(&a.trust)?,
         known_head: a.head,
@@ -114,6 +116,7 @@ fn print_human(dir: &Path, r: &Report, code: i32) {
 }
 
 pub fn head(a: &HeadArgs) -> Result<i32> {
+    logdir::require_single_log(&a.dir)?;
     let opts = VerifyOptions {
         trusted_keys: load_keys(&a.trust)?,
         known_head: None,
