@@ -1,5 +1,6 @@
 //! `cargo xtask`: the two commands a new user needs (`run`, `test`) and the setup they rely on.
 
+mod package;
 mod setup;
 mod shell;
 
@@ -27,6 +28,14 @@ enum Task {
     },
     /// Every test: unit tests, the kernel integration tests (needs root), a short fuzz run.
     Test,
+    /// Throughput, loss, latency and overhead benchmarks, side by side with auditd (root).
+    /// Extra args go to `lineage-bench` (e.g. `--quick`).
+    Bench {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// A release tarball: binaries, systemd units, default configs, docs.
+    Package,
     /// Fuzz every parser of untrusted bytes for a while (cargo-fuzz, nightly).
     Fuzz {
         /// Seconds per fuzz target.
@@ -41,18 +50,20 @@ fn main() -> Result<()> {
         Task::Run { args } => run(args),
         Task::Test => test(),
         Task::Fuzz { secs } => fuzz(secs),
+        Task::Bench { args } => bench(args),
+        Task::Package => package::run(),
     }
 }
 
-fn build_release() -> Result<()> {
-    cargo(&[
-        "build",
-        "--release",
-        "-p",
-        "lineage-agent",
-        "-p",
-        "lineagectl",
-    ])
+/// The three binaries a deployment needs.
+pub(crate) const BINARIES: [&str; 3] = ["lineage-agent", "lineage-collector", "lineagectl"];
+
+pub(crate) fn build_release() -> Result<()> {
+    let mut args = vec!["build", "--release"];
+    for b in BINARIES {
+        args.extend(["-p", b]);
+    }
+    cargo(&args)
 }
 
 fn run(args: Vec<String>) -> Result<()> {
@@ -99,6 +110,7 @@ fn test() -> Result<()> {
     let release = workspace_root().join("target/release");
     std::env::set_var("LINEAGE_AGENT", release.join("lineage-agent"));
     std::env::set_var("LINEAGECTL", release.join("lineagectl"));
+    std::env::set_var("LINEAGE_COLLECTOR", release.join("lineage-collector"));
     cargo(&[
         "test",
         "--release",
@@ -117,4 +129,26 @@ fn fuzz(secs: u64) -> Result<()> {
     setup::ensure_fuzz()?;
     let script = workspace_root().join("evidence/fuzz/run.sh");
     shell::run_command(std::process::Command::new(script).arg(secs.to_string()))
+}
+
+fn bench(args: Vec<String>) -> Result<()> {
+    setup::ensure()?;
+    if !is_root() {
+        bail!(
+            "the benchmarks load eBPF programs and start auditd: run `cargo xtask bench` as root"
+        );
+    }
+    build_release()?;
+    cargo(&["build", "--release", "-p", "lineage-bench"])?;
+    let release = workspace_root().join("target/release");
+    shell::run_command(
+        std::process::Command::new(release.join("lineage-bench"))
+            .arg("--agent")
+            .arg(release.join("lineage-agent"))
+            .arg("--lineagectl")
+            .arg(release.join("lineagectl"))
+            .arg("--out")
+            .arg(workspace_root().join("bench/results"))
+            .args(&args),
+    )
 }

@@ -10,7 +10,7 @@ use std::{path::Path, process::Command};
 
 use anyhow::{bail, Context as _, Result};
 
-use crate::shell::{is_root, output, run_command};
+use crate::shell::{is_root, output, run_command, workspace_root};
 
 /// Debian packages: the eBPF compiler with std source, and LLVM 22 for bpf-linker.
 const APT_PACKAGES: &[&str] = &[
@@ -21,6 +21,10 @@ const APT_PACKAGES: &[&str] = &[
     "libpolly-22-dev",
     "libzstd-dev",
     "zlib1g-dev",
+    // Test tools: systemd-analyze for the units, setpriv and mount, openssl for test PKI.
+    "systemd",
+    "util-linux",
+    "openssl",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
@@ -31,21 +35,40 @@ const TOOLCHAIN_DIR: &str = "/opt/lineage-bpf-toolchain";
 /// Python packages the tests use: the independent test-vector checker (blake3, cryptography),
 /// a gRPC client generated from proto/ by another toolchain (grpcio-tools), and an
 /// S3-compatible server for the collector's object-store backend (moto).
-const PYTHON_PACKAGES: &[&str] = &["blake3", "cryptography", "grpcio-tools", "moto[server]"];
+/// kubernetes-validate checks the rendered deploy manifests against the Kubernetes schemas.
+const PYTHON_PACKAGES: &[&str] = &[
+    "blake3",
+    "cryptography",
+    "grpcio-tools",
+    "moto[server]",
+    "kubernetes-validate",
+];
 /// The modules those packages provide, to check they are importable.
-const PYTHON_MODULES: &str = "import blake3, cryptography, grpc_tools, moto";
+const PYTHON_MODULES: &str =
+    "import blake3, cryptography, grpc_tools, moto, boto3, yaml, kubernetes_validate";
 
 struct Missing {
     packages: Vec<&'static str>,
     bpf_linker: bool,
     toolchain_link: bool,
     python: bool,
+    /// helm (and kubectl) for rendering the deploy chart and manifests.
+    k8s_tools: bool,
 }
 
 impl Missing {
     fn nothing(&self) -> bool {
-        self.packages.is_empty() && !self.bpf_linker && !self.toolchain_link && !self.python
+        self.packages.is_empty()
+            && !self.bpf_linker
+            && !self.toolchain_link
+            && !self.python
+            && !self.k8s_tools
     }
+}
+
+fn k8s_tools_ok() -> bool {
+    output("helm", &["version", "--short"]).is_some()
+        && output("kubectl", &["version", "--client"]).is_some()
 }
 
 fn python_ok() -> bool {
@@ -80,6 +103,7 @@ fn check() -> Missing {
         bpf_linker: !bpf_linker_ok(),
         toolchain_link: !toolchain_linked(),
         python: !python_ok(),
+        k8s_tools: !k8s_tools_ok(),
     }
 }
 
@@ -102,6 +126,11 @@ fn describe(m: &Missing) -> String {
     }
     if m.toolchain_link {
         lines.push(format!("- a rustup toolchain named `{TOOLCHAIN_NAME}` whose rustc has rust-src (rustup toolchain link {TOOLCHAIN_NAME} <dir with bin/rustc, bin/cargo, lib/rustlib>)"));
+    }
+    if m.k8s_tools {
+        lines.push(
+            "- helm and kubectl (deploy/tools/install-k8s-tools.sh installs them)".to_string(),
+        );
     }
     if m.python {
         lines.push(format!(
@@ -197,6 +226,12 @@ pub fn run() -> Result<()> {
         };
         // Debian's own python refuses pip without this flag; a pyenv/venv python does not need it.
         pip(&[]).or_else(|_| pip(&["--break-system-packages"]))?;
+    }
+    if !k8s_tools_ok() {
+        eprintln!("setup: installing helm (and kubectl if missing) for the deploy tests");
+        run_command(&mut Command::new(
+            workspace_root().join("deploy/tools/install-k8s-tools.sh"),
+        ))?;
     }
     let left = check();
     if !left.nothing() {
