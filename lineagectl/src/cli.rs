@@ -98,8 +98,9 @@ pub struct TailArgs {
     /// Print each event's JSON object exactly as received, one per line (for jq).
     #[arg(long)]
     pub json: bool,
-    /// Only events of this kind. Repeatable.
-    #[arg(long, value_name = "KIND", value_parser = ["exec", "exec_failed", "fork", "exit", "snapshot", "loss"])]
+    /// Only events of this kind (exec, exec_failed, fork, exit, snapshot, loss, or any kind
+    /// the agent emits). Repeatable.
+    #[arg(long, value_name = "KIND", value_parser = parse_event_kind)]
     pub kind: Vec<String>,
     /// Only events of this image and its descendants.
     #[arg(long, value_name = "EXEC_ID")]
@@ -252,4 +253,15 @@ pub struct VerifyProofArgs {
 fn parse_head(s: &str) -> Result<KnownHead, String> {
     s.parse()
         .map_err(|e: lineage_evidence::verify::KnownHeadSyntax| e.to_string())
+}
+
+/// An event kind: a lowercase word (newer agents add kinds; the agent does the matching).
+fn parse_event_kind(s: &str) -> Result<String, String> {
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "{s:?} is not an event kind (exec, exec_failed, fork, exit, snapshot, loss, ...)"
+        ))
+    }
 }

@@ -48,6 +48,9 @@ pub struct Event {
     pub missing: u64,
     pub failures: Vec<(String, u64)>,
     pub unexplained: u64,
+    /// Fields of kinds this version does not know (file, connect, …), shown generically.
+    #[serde(flatten)]
+    pub other: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 impl Event {
@@ -182,8 +185,21 @@ pub fn details(ev: &Event) -> String {
             }
             s
         }
-        _ => String::new(),
+        _ => generic(ev),
     }
+}
+
+/// `key=value …` of the fields a kind this version does not know carries.
+fn generic(ev: &Event) -> String {
+    ev.other
+        .iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "cpu" | "seq"))
+        .map(|(k, v)| match v {
+            serde_json::Value::String(s) => format!("{k}={}", quote_arg(s)),
+            other => format!("{k}={other}"),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Most names remembered by a live tail (oldest forgotten first).
@@ -401,6 +417,10 @@ mod tests {
         assert_eq!(
             d(r#"{"kind":"fork","child_tgid":42,"thread":false}"#),
             "child 42"
+        );
+        assert_eq!(
+            d(r#"{"kind":"file","op":"open","path":"/etc/a b","fd":3,"cpu":1,"seq":9}"#),
+            "fd=3 op=open path='/etc/a b'"
         );
         assert_eq!(
             d(

@@ -250,7 +250,7 @@ mod tests {
         assert!(f.container.is_empty());
 
         assert!(
-            crate::cli::Cli::try_parse_from(["lineagectl", "tail", "--kind", "bogus"]).is_err()
+            crate::cli::Cli::try_parse_from(["lineagectl", "tail", "--kind", "Bogus!"]).is_err()
         );
         assert!(
             crate::cli::Cli::try_parse_from(["lineagectl", "tail", "--agent", "http://h:1"])

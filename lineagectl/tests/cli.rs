@@ -294,3 +294,50 @@ fn pruned_prefix_under_retention_verifies_and_is_reported() {
         stdout(&o)
     );
 }
+
+#[test]
+fn collector_store_host_dirs_are_logs_and_the_root_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let key = make_log(tmp.path(), None);
+    // A collector's filesystem layout: <root>/<host id hex>/segments/…, beside other objects.
+    let root = tmp.path().join("store");
+    let host = root.join(HostId([5; 16]).to_string());
+    fs::create_dir_all(&host).unwrap();
+    fs::rename(tmp.path().join("log/segments"), host.join("segments")).unwrap();
+    fs::create_dir_all(host.join("witness")).unwrap();
+    fs::write(host.join("state.json"), b"{}").unwrap();
+    fs::write(root.join("witness.pub"), b"x").unwrap();
+    fs::create_dir_all(root.join(HostId([6; 16]).to_string()).join("segments")).unwrap();
+    let (root, host) = (root.to_str().unwrap(), host.to_str().unwrap());
+
+    let o = lineagectl(&["verify", host, "--key", &key]);
+    assert_eq!(code(&o), 0, "{}", stdout(&o));
+    let o = lineagectl(&["prove", "--entry", "3", host, "--out"]);
+    assert_eq!(code(&o), 4, "--out needs a value");
+    let proof = tmp.path().join("e.proof");
+    let o = lineagectl(&[
+        "prove",
+        "--entry",
+        "3",
+        host,
+        "--out",
+        proof.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
+
+    for args in [
+        vec!["verify", root, "--key", &key],
+        vec!["head", root],
+        vec!["prove", "--entry", "3", root],
+        vec!["entries", root],
+        vec!["tree", "0a0b0c0d-1-2", "--store", root],
+    ] {
+        let o = lineagectl(&args);
+        assert_eq!(code(&o), 4, "{args:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains("is a collector store holding 2 host(s)") && err.contains(host),
+            "{args:?}: {err}"
+        );
+    }
+}

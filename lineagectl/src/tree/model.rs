@@ -130,8 +130,23 @@ impl Lineage {
             node,
             descendants: r.descendants.into_iter().map(from_proto).collect(),
         };
-        let replaced: HashSet<String> =
+        // An image's own exec event (with `previous_exec_id`) may have fallen out of the few
+        // events the agent keeps per image. A process runs one image at a time, so of the
+        // images of one tgid under one parent, every one but the newest was replaced.
+        let mut replaced: HashSet<String> =
             l.all().filter_map(|n| n.previous_exec_id.clone()).collect();
+        let mut newest: HashMap<(Option<&str>, u32), (u64, &str)> = HashMap::new();
+        for n in l.all() {
+            let k = (n.parent_exec_id.as_deref(), n.tgid);
+            let v = (n.start_ns(), n.exec_id.as_str());
+            let e = newest.entry(k).or_insert(v);
+            if v > *e {
+                replaced.insert(e.1.to_owned());
+                *e = v;
+            } else if v < *e {
+                replaced.insert(v.1.to_owned());
+            }
+        }
         for n in l.all_mut() {
             if n.state == State::Exited && replaced.contains(&n.exec_id) {
                 n.state = State::Replaced;
@@ -408,8 +423,16 @@ pub(super) mod tests {
                 ),
             ],
         };
+        let mut without_exec_event = r.clone();
+        without_exec_event.descendants[1].events_json.clear();
         let l = Lineage::from_response(r).unwrap();
         assert_eq!(l.descendants[0].state, State::Replaced);
+        let l2 = Lineage::from_response(without_exec_event).unwrap();
+        assert_eq!(
+            l2.descendants[0].state,
+            State::Replaced,
+            "an older image of the same process under the same parent was replaced"
+        );
         assert_eq!(l.descendants[1].state, State::Running);
         assert_eq!(l.descendants[1].origin, Origin::Exec);
         assert_eq!(l.node.state, State::Exited);

@@ -59,10 +59,6 @@ fn children_of(l: &Lineage) -> HashMap<&str, Vec<&Node>> {
             children.entry(p).or_default().push(n);
         }
     }
-    let replaced_by: HashSet<&str> = l
-        .all()
-        .filter_map(|n| n.previous_exec_id.as_deref())
-        .collect();
     for list in children.values_mut() {
         list.sort_by(|a, b| (a.start_ns(), &a.exec_id).cmp(&(b.start_ns(), &b.exec_id)));
     }
@@ -76,7 +72,6 @@ fn children_of(l: &Lineage) -> HashMap<&str, Vec<&Node>> {
             !(n.origin != Origin::Exec
                 && n.origin != Origin::Snapshot
                 && n.state == State::Replaced
-                && replaced_by.contains(n.exec_id.as_str())
                 && !has_children.contains(n.exec_id.as_str()))
         });
     }
