@@ -86,6 +86,9 @@ impl GenResult {
     }
 }
 
+/// Shortest sleep the pacer takes; smaller leads are allowed to accumulate.
+const MIN_SLEEP: Duration = Duration::from_micros(200);
+
 /// Token bucket: at most `rate` operations per second on average, with bursts of at most
 /// `burst` operations after a stall (so a late wake-up is caught up, but never by more).
 pub struct Pacer {
@@ -130,14 +133,11 @@ impl Pacer {
             self.start += Duration::from_secs_f64(behind - self.burst / rate);
             return;
         }
+        // Never spin (a spinning generator would take a core from the agent on a small
+        // machine): run ahead by up to MIN_SLEEP, then sleep the whole lead away.
         let d = self.delay(done, elapsed);
-        if d > Duration::from_micros(50) {
+        if d >= MIN_SLEEP {
             std::thread::sleep(d);
-        } else if !d.is_zero() {
-            let until = Instant::now() + d;
-            while Instant::now() < until {
-                std::hint::spin_loop();
-            }
         }
     }
 }

@@ -131,6 +131,8 @@ pub fn payload_len() -> usize {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct CapacityRun {
+    /// Journal and segment files written (false: CPU-only variant).
+    pub durable: bool,
     pub events: u64,
     pub total_s: f64,
     pub events_per_s: f64,
@@ -163,7 +165,9 @@ pub fn pin_to_one_cpu() -> Option<usize> {
     Some(cpu)
 }
 
-pub fn run_once(events: u64, dir: &std::path::Path) -> anyhow::Result<CapacityRun> {
+/// One run. With `durable` false the journal and segment writes are skipped (seal and
+/// signature still happen): the CPU-only ceiling, to tell CPU from storage limits apart.
+pub fn run_once(events: u64, dir: &std::path::Path, durable: bool) -> anyhow::Result<CapacityRun> {
     let key = SecretKey::from_seed([7; 32]);
     let store = SegmentStore::create(dir)?;
     let journal_path = dir.join("journal");
@@ -206,17 +210,25 @@ pub fn run_once(events: u64, dir: &std::path::Path) -> anyhow::Result<CapacityRu
         .encode_into(&mut scratch);
         entry_bytes += scratch.len();
         let (index, link) = writer.append(&scratch)?;
-        journal.write_all(&index.to_le_bytes())?;
-        journal.write_all(&(scratch.len() as u32).to_le_bytes())?;
-        journal.write_all(&scratch)?;
-        journal.write_all(&link.0)?;
-        if (i as u64 + 1).is_multiple_of(FLUSH_EVERY) {
-            journal.flush()?;
+        if durable {
+            journal.write_all(&index.to_le_bytes())?;
+            journal.write_all(&(scratch.len() as u32).to_le_bytes())?;
+            journal.write_all(&scratch)?;
+            journal.write_all(&link.0)?;
+            if (i as u64 + 1).is_multiple_of(FLUSH_EVERY) {
+                journal.flush()?;
+            }
         }
         if writer.pending_entries() >= SEAL_MAX_ENTRIES || writer.pending_bytes() >= SEAL_MAX_BYTES
         {
             let s = Instant::now();
-            seal(&mut writer, &key, &store, &mut journal, i as u64)?;
+            seal(
+                &mut writer,
+                &key,
+                durable.then_some(&store),
+                &mut journal,
+                i as u64,
+            )?;
             let d = s.elapsed();
             seal_time += d;
             max_seal = max_seal.max(d);
@@ -225,7 +237,13 @@ pub fn run_once(events: u64, dir: &std::path::Path) -> anyhow::Result<CapacityRu
     }
     if writer.pending_entries() > 0 {
         let s = Instant::now();
-        seal(&mut writer, &key, &store, &mut journal, events)?;
+        seal(
+            &mut writer,
+            &key,
+            durable.then_some(&store),
+            &mut journal,
+            events,
+        )?;
         let d = s.elapsed();
         seal_time += d;
         max_seal = max_seal.max(d);
@@ -234,6 +252,7 @@ pub fn run_once(events: u64, dir: &std::path::Path) -> anyhow::Result<CapacityRu
     let total = start.elapsed();
     let per = |d: Duration| d.as_nanos() as f64 / events as f64;
     Ok(CapacityRun {
+        durable,
         events,
         total_s: total.as_secs_f64(),
         events_per_s: events as f64 / total.as_secs_f64(),
@@ -249,12 +268,16 @@ pub fn run_once(events: u64, dir: &std::path::Path) -> anyhow::Result<CapacityRu
 fn seal(
     writer: &mut ChainWriter,
     key: &SecretKey,
-    store: &SegmentStore,
+    store: Option<&SegmentStore>,
     journal: &mut std::io::BufWriter<std::fs::File>,
     now: u64,
 ) -> anyhow::Result<()> {
     journal.flush()?;
     let sealed = writer.seal(now, key);
+    let Some(store) = store else {
+        std::hint::black_box(sealed);
+        return Ok(());
+    };
     store.write(&sealed)?;
     let f = journal.get_mut();
     f.set_len(0)?;
@@ -275,7 +298,7 @@ mod tests {
     #[test]
     fn a_small_run_seals_and_counts() {
         let dir = tempfile::tempdir().unwrap();
-        let r = run_once(1000, dir.path()).unwrap();
+        let r = run_once(1000, dir.path(), true).unwrap();
         assert_eq!(r.events, 1000);
         assert_eq!(r.seals, 1);
         let store = SegmentStore::open(dir.path()).unwrap();

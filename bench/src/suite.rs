@@ -308,11 +308,14 @@ impl Suite {
         if unsafe { libc::geteuid() } != 0 {
             bail!("the benchmarks load eBPF programs and start auditd: run as root");
         }
+        let kernel = [Section::Latency, Section::Sweep, Section::Overhead]
+            .iter()
+            .any(|s| self.wants(*s));
         for (what, p) in [
             ("agent", &self.args.agent),
             ("lineagectl", &self.args.lineagectl),
         ] {
-            if !p.exists() {
+            if kernel && !p.exists() {
                 bail!(
                     "{what} binary {} not found (build with cargo build --release)",
                     p.display()
@@ -363,13 +366,16 @@ impl Suite {
             let cpu = pipeline::pin_to_one_cpu();
             let mut out = Vec::new();
             for i in 0..runs {
-                let dir = base.join(i.to_string());
-                std::fs::create_dir_all(&dir)?;
-                let run = pipeline::run_once(events, &dir)?;
-                eprintln!("   {:.0} events/s (json {:.0} ns, chain+journal {:.0} ns, seal {:.0} ns per event)",
-                    run.events_per_s, run.json_ns_per_event, run.chain_ns_per_event, run.seal_ns_per_event);
-                out.push(run);
-                let _ = std::fs::remove_dir_all(&dir);
+                for durable in [true, false] {
+                    let dir = base.join(format!("{i}-{durable}"));
+                    std::fs::create_dir_all(&dir)?;
+                    let run = pipeline::run_once(events, &dir, durable)?;
+                    eprintln!("   {} {:.0} events/s (json {:.0} ns, chain+journal {:.0} ns, seal {:.0} ns per event)",
+                        if durable { "to disk: " } else { "CPU only:" },
+                        run.events_per_s, run.json_ns_per_event, run.chain_ns_per_event, run.seal_ns_per_event);
+                    out.push(run);
+                    let _ = std::fs::remove_dir_all(&dir);
+                }
             }
             Ok((cpu, out))
         })
