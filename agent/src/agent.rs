@@ -212,6 +212,30 @@ fn answer_lineage(query: LineageQuery, pipeline: &Pipeline) {
     let _ = query.reply.send(answer);
 }
 
+/// Tells systemd (`Type=notify`) that the probes are attached and the API is up. Without
+/// `NOTIFY_SOCKET` this does nothing.
+fn notify_ready() {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let sock = match std::os::unix::net::UnixDatagram::unbound() {
+        Ok(s) => s,
+        Err(e) => return tracing::warn!(error = %e, "sd_notify: no socket"),
+    };
+    let bytes = path.as_encoded_bytes();
+    // A leading '@' names an abstract socket.
+    let sent = if let Some(name) = bytes.strip_prefix(b"@") {
+        use std::os::linux::net::SocketAddrExt;
+        std::os::unix::net::SocketAddr::from_abstract_name(name)
+            .and_then(|addr| sock.send_to_addr(b"READY=1", &addr))
+    } else {
+        sock.send_to(b"READY=1", std::path::Path::new(&path))
+    };
+    if let Err(e) = sent {
+        tracing::warn!(error = %e, "sd_notify READY=1 failed");
+    }
+}
+
 fn kernel_version() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_owned())
@@ -404,6 +428,7 @@ pub async fn run(
             .await
             .with_context(|| format!("metrics endpoint on {addr}"))?;
     }
+    notify_ready();
     tracing::info!(
         probes = statuses.iter().filter(|s| s.attached).count(),
         of = statuses.len(),

@@ -325,6 +325,11 @@ pub enum PreflightError {
     NoBtf { path: String },
     #[error("this kernel does not support BPF ring buffers (Linux 5.8 or newer is needed): {0}")]
     NoRingBuf(String),
+    #[error("tracefs at {path} is not readable by the agent ({source}): run it as root or grant CAP_DAC_READ_SEARCH")]
+    TracefsAccess {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("tracefs is not mounted at {path} and mounting it failed: {source}")]
     Tracefs {
         path: String,
@@ -380,8 +385,16 @@ pub fn preflight(btf_path: &Path) -> Result<(), PreflightError> {
 
 /// Mounts tracefs where the classic tracepoints expect it, if it is not there yet.
 pub fn ensure_tracefs(path: &Path) -> Result<(), PreflightError> {
-    if path.join("events").is_dir() {
-        return Ok(());
+    match std::fs::metadata(path.join("events")) {
+        Ok(m) if m.is_dir() => return Ok(()),
+        // Mounted but closed to us (tracefs is 0700 root): mounting again would not help.
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            return Err(PreflightError::TracefsAccess {
+                path: path.display().to_string(),
+                source: e,
+            });
+        }
+        _ => {}
     }
     let err = |source| PreflightError::Tracefs {
         path: path.display().to_string(),

@@ -29,6 +29,15 @@ use crate::{
     wal::{Replay, Wal},
 };
 
+/// Seal times are wall-clock ns since the Unix epoch (FORMAT.md); entry times stay on the
+/// boot clock the kernel records use.
+fn wall_clock_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
 /// Schema of EVENT payloads written by this agent: one JSON object (docs/EVENTS.md).
 pub const EVENT_SCHEMA_JSON_V1: u16 = 1;
 
@@ -132,7 +141,7 @@ impl Recorder {
         };
         let mut wal = Wal::open(wal_path).map_err(journal)?;
         if replay.recovered > 0 {
-            let sealed = writer.seal(now_ns, &key);
+            let sealed = writer.seal(wall_clock_ns(), &key);
             store.write(&sealed)?;
         }
         wal.reset().map_err(journal)?;
@@ -362,7 +371,7 @@ impl Recorder {
         }
         let started = Instant::now();
         self.flush();
-        let sealed = self.writer.seal(now_ns, &self.key);
+        let sealed = self.writer.seal(wall_clock_ns(), &self.key);
         self.last_seal = Instant::now();
         self.sealed_segments += 1;
         self.write_sealed(sealed, now_ns);

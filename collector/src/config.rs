@@ -43,7 +43,7 @@ path = "/var/lib/lineage-collector/store"
 name = "local"
 # "unix:///path/agent.sock", or "https://host:port" with ca_cert, client_cert and client_key
 # (mutual TLS; plain TCP is refused).
-endpoint = "unix:///var/lib/lineage/agent.sock"
+endpoint = "unix:///run/lineage/agent.sock"
 # ca_cert = "/etc/lineage/ca.pem"
 # client_cert = "/etc/lineage/collector.pem"
 # client_key = "/etc/lineage/collector.key"
@@ -496,7 +496,7 @@ mod tests {
         );
         assert_eq!(
             c.agents[0].endpoint,
-            Endpoint::Unix("/var/lib/lineage/agent.sock".into())
+            Endpoint::Unix("/run/lineage/agent.sock".into())
         );
     }
 
