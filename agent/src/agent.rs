@@ -332,14 +332,7 @@ pub async fn run(
         retention_hard_max_bytes: config.retention.hard_max_bytes,
         acks_dir: data.root.join("acks"),
     };
-    let (recorder, recovery) = Recorder::open(
-        &data.root,
-        &data.wal_path(),
-        host,
-        key,
-        policy,
-        boot_time_ns(),
-    )?;
+    let (recorder, recovery) = Recorder::open(&data.root, &data.wal_path(), host, key, policy)?;
     tracing::info!(
         data_dir = %data.root.display(),
         host_id = %host.to_hex(),

@@ -118,7 +118,6 @@ impl Recorder {
         host: HostId,
         key: SecretKey,
         policy: SealPolicy,
-        now_ns: u64,
     ) -> Result<(Self, Recovery), RecorderError> {
         let store = SegmentStore::create(root)?;
         let (mut writer, sealed_reason) =
