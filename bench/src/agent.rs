@@ -93,16 +93,19 @@ impl Agent {
         Metrics::scrape(self.metrics_port)
     }
 
-    /// Waits until the chain stops growing (two equal readings 150 ms apart), at most `max`.
+    /// Waits until the agent has caught up: the chain stopped growing, or (on a host where
+    /// other work keeps producing events) the kernel ring buffer held less than 64 KiB at two
+    /// readings 150 ms apart. At most `max`.
     pub fn settle(&self, max: Duration) -> anyhow::Result<Metrics> {
         let deadline = Instant::now() + max;
         let mut last = self.metrics()?;
         loop {
             std::thread::sleep(Duration::from_millis(150));
             let m = self.metrics()?;
-            if m.get("lineage_chain_entries_total") == last.get("lineage_chain_entries_total")
-                || Instant::now() > deadline
-            {
+            let entries = |m: &Metrics| m.get("lineage_chain_entries_total");
+            let fill = |m: &Metrics| m.get("lineage_ringbuf_fill_bytes");
+            let drained = fill(&m) < 65536.0 && fill(&last) < 65536.0;
+            if entries(&m) == entries(&last) || drained || Instant::now() > deadline {
                 return Ok(m);
             }
             last = m;
