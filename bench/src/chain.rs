@@ -30,6 +30,9 @@ struct Line {
 #[derive(Deserialize)]
 struct Ev {
     kind: String,
+    /// File events: `open`, `unlink`, ...
+    #[serde(default)]
+    op: Option<String>,
     #[serde(default)]
     tgid: u32,
     #[serde(default)]
@@ -45,7 +48,7 @@ struct Ev {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ChainCount {
     pub entries: u64,
-    /// EVENT entries by event kind, whole chain.
+    /// EVENT entries by event kind (file events as `file:<op>`), whole chain.
     pub events_by_kind: BTreeMap<String, u64>,
     /// EVENT entries whose `tgid` is the generator's, by kind.
     pub gen_events_by_kind: BTreeMap<String, u64>,
@@ -94,7 +97,13 @@ impl ChainCount {
         self.entries += 1;
         match l.kind.as_str() {
             "EVENT" => {
-                let Some(ev) = l.event else { return Ok(()) };
+                let Some(mut ev) = l.event else {
+                    return Ok(());
+                };
+                // File events are counted per operation: `file:open`, `file:unlink`, ...
+                if let Some(op) = ev.op.take().filter(|_| ev.kind == "file") {
+                    ev.kind = format!("file:{op}");
+                }
                 *self.events_by_kind.entry(ev.kind.clone()).or_default() += 1;
                 if ev.tgid == pid {
                     *self.gen_events_by_kind.entry(ev.kind.clone()).or_default() += 1;
@@ -172,7 +181,8 @@ mod tests {
             r#"{"index":1,"segment":0,"kind":"EVENT","schema":1,"event":{"kind":"exec","tgid":11,"ppid":7}}"#,
             r#"{"index":2,"segment":0,"kind":"EVENT","schema":1,"event":{"kind":"fork","tgid":7}}"#,
             r#"{"index":3,"segment":0,"kind":"EVENT","schema":1,"event":{"kind":"open","tgid":7,"path":"/lib/libc.so.6"}}"#,
-            r#"{"index":3,"segment":0,"kind":"EVENT","schema":1,"event":{"kind":"open","tgid":7,"path":"/var/tmp/x/openat-target"}}"#,
+            r#"{"index":3,"segment":0,"kind":"EVENT","schema":1,"event":{"kind":"file","op":"open","tgid":7,"path":"/var/tmp/x/openat-target"}}"#,
+            r#"{"index":3,"segment":0,"kind":"EVENT","schema":1,"event":{"kind":"file","op":"unlink","tgid":7,"path":"/var/tmp/x/openat-target"}}"#,
             r#"{"index":4,"segment":0,"kind":"EVENT","schema":1,"event":{"kind":"loss","tgid":0,"failures":[["open",5]],"unexplained":0}}"#,
             r#"{"index":5,"segment":0,"kind":"LOSS","cpu":1,"flags":0,"first_seq":10,"last_seq":14,"counter_delta":5,"counter_total":5}"#,
         ] {
@@ -186,7 +196,10 @@ mod tests {
             (1, 5, 5)
         );
         assert_eq!(c.failures_by_kind["open"], 5);
-        assert_eq!(c.entries, 7);
-        assert_eq!(c.gen_events_by_kind["open"], 2);
+        assert_eq!(c.entries, 8);
+        assert_eq!(c.gen_events_by_kind["open"], 1);
+        assert_eq!(c.gen_events_by_kind["file:open"], 1);
+        assert_eq!(c.gen_events_by_kind["file:unlink"], 1);
+        assert_eq!(c.gen_target_opens, 1);
     }
 }
