@@ -333,14 +333,25 @@ impl Suite {
             plan: Some(self.plan.clone()),
             ..Default::default()
         };
+        // After each section the results so far are written, so a failure later still
+        // leaves what was measured (the page then lacks the later sections).
+        let out = self.args.out.clone();
+        let checkpoint = |r: &Results| {
+            if let Err(e) = crate::report::write(r, &out) {
+                eprintln!("   writing partial results: {e:#}");
+            }
+        };
         if self.wants(Section::Pipeline) {
             self.pipeline(&mut r)?;
+            checkpoint(&r);
         }
         if self.wants(Section::Latency) {
             self.latency(&mut r)?;
+            checkpoint(&r);
         }
         if self.wants(Section::Sweep) {
             self.sweep(&mut r)?;
+            checkpoint(&r);
         }
         if self.wants(Section::Overhead) {
             self.overhead(&mut r)?;
@@ -392,13 +403,21 @@ impl Suite {
             self.plan.latency_samples, self.plan.latency_interval_ms, self.plan.runs
         );
         for _ in 0..self.plan.runs {
-            let run = latency::run_once(
+            let run = match latency::run_once(
                 &self.args.agent,
                 &self.work,
                 self.plan.latency_samples,
                 Duration::from_millis(self.plan.latency_interval_ms),
                 Duration::from_millis(self.plan.seal_interval_ms),
-            )?;
+            ) {
+                Ok(run) => run,
+                Err(e) => {
+                    let note = format!("A latency run failed: {e:#}");
+                    eprintln!("   {note}");
+                    r.notes.push(note);
+                    continue;
+                }
+            };
             eprintln!(
                 "   tail p50 {:.2} ms p99 {:.2} ms; sealed p50 {:.0} ms p99 {:.0} ms; {}/{} tailed, {}/{} sealed; RSS {} KiB",
                 run.tail_p50_ms, run.tail_p99_ms, run.sealed_p50_ms, run.sealed_p99_ms,
@@ -429,7 +448,7 @@ impl Suite {
                     runs: Vec::new(),
                 };
                 for _ in 0..self.plan.runs {
-                    let t = self.trial(storm, Setup::Lineage, Some(rate), count)?;
+                    let t = self.trial_retry(r, storm, Setup::Lineage, Some(rate), count)?;
                     eprintln!(
                         "   {:<7} {:>8.0}/s asked, {:>8.0}/s achieved: {} ops, {} on chain, {} declared lost",
                         storm.name(), rate, t.gen.achieved_rate(), t.gen.ops,
@@ -448,7 +467,23 @@ impl Suite {
                         break 'rates;
                     }
                 }
+                let achieved = med(&step.runs.iter().collect::<Vec<_>>(), |t| {
+                    Some(t.gen.achieved_rate())
+                });
                 r.sweep.push(step);
+                // Higher steps would only repeat the unpaced run: the generator cannot issue
+                // more with the agent running.
+                if achieved < 0.8 * rate {
+                    let note = format!(
+                        "The {} sweep stopped at {}/s asked: the generator reached only {:.0}/s with the agent running, so higher steps would be unpaced runs.",
+                        storm.name(),
+                        rate,
+                        achieved
+                    );
+                    eprintln!("   {note}");
+                    r.notes.push(note);
+                    break 'rates;
+                }
             }
         }
         Ok(())
@@ -479,7 +514,7 @@ impl Suite {
                 let n = setups.len();
                 for k in 0..n {
                     let setup = setups[(k + round) % n];
-                    let t = self.trial(storm, setup, None, count)?;
+                    let t = self.trial_retry(r, storm, setup, None, count)?;
                     eprintln!(
                         "   round {round} {:<7} {:<8}: {} ops in {:.3} s ({:.0}/s), cpu {:.3} s{}",
                         storm.name(),
@@ -506,6 +541,30 @@ impl Suite {
             }
         }
         Ok(())
+    }
+
+    /// A trial, retried once if it fails (the failure is noted in the results).
+    fn trial_retry(
+        &mut self,
+        r: &mut Results,
+        storm: Storm,
+        setup: Setup,
+        rate: Option<f64>,
+        count: u64,
+    ) -> anyhow::Result<Trial> {
+        match self.trial(storm, setup, rate, count) {
+            Ok(t) => Ok(t),
+            Err(e) => {
+                let note = format!(
+                    "A {} trial with {} failed and was retried once: {e:#}",
+                    storm.name(),
+                    setup.name()
+                );
+                eprintln!("   {note}");
+                r.notes.push(note);
+                self.trial(storm, setup, rate, count)
+            }
+        }
     }
 
     fn run_gen(&self, storm: Storm, rate: Option<f64>, count: u64) -> anyhow::Result<GenResult> {
