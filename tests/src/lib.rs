@@ -296,3 +296,80 @@ pub fn chain_events(entries: &[Value]) -> Vec<&Value> {
         .map(|e| &e["event"])
         .collect()
 }
+
+/// A throwaway CA, a server certificate for 127.0.0.1 and client certificates.
+pub struct Pki {
+    pub dir: tempfile::TempDir,
+}
+
+impl Pki {
+    pub fn new(clients: &[&str]) -> Pki {
+        let dir = tempfile::tempdir().unwrap();
+        let sh = |script: &str| {
+            let ok = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(script)
+                .current_dir(dir.path())
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "openssl failed: {script}");
+        };
+        let key = "-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes";
+        sh(&format!("openssl req -x509 {key} -keyout ca.key -out ca.pem -days 1 -subj /CN=lineage-test-ca 2>/dev/null"));
+        let mut leaves = vec![(
+            "server",
+            "agent",
+            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth".to_string(),
+        )];
+        for c in clients {
+            leaves.push((c, c, "extendedKeyUsage=clientAuth".to_string()));
+        }
+        for (name, cn, ext) in leaves {
+            std::fs::write(dir.path().join(format!("{name}.ext")), ext).unwrap();
+            sh(&format!(
+                "openssl req {key} -keyout {name}.key -out {name}.csr -subj /CN={cn} 2>/dev/null && \
+                 openssl x509 -req -in {name}.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out {name}.pem -days 1 -extfile {name}.ext 2>/dev/null"
+            ));
+        }
+        Pki { dir }
+    }
+
+    pub fn path(&self, file: &str) -> String {
+        self.dir.path().join(file).to_string_lossy().into_owned()
+    }
+}
+
+/// A free loopback TCP port (bound and released; good enough for a test).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// An agent config serving gRPC on loopback TCP with mutual TLS from `pki`.
+pub fn tls_agent_config(pki: &Pki, port: u16, pull: &[&str], tail: &[&str]) -> PathBuf {
+    let list = |names: &[&str]| {
+        names
+            .iter()
+            .map(|n| format!("{n:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let path = pki.dir.path().join("agent.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[grpc]\nlisten = \"127.0.0.1:{port}\"\ntls_cert = {:?}\ntls_key = {:?}\ntls_client_ca = {:?}\npull_clients = [{}]\ntail_clients = [{}]\n",
+            pki.path("server.pem"),
+            pki.path("server.key"),
+            pki.path("ca.pem"),
+            list(pull),
+            list(tail)
+        ),
+    )
+    .unwrap();
+    path
+}

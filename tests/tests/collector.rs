@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lineage_tests::{lineagectl_binary, run_to_end, Agent};
+use lineage_tests::{free_port, lineagectl_binary, run_to_end, tls_agent_config, Agent, Pki};
 use serde_json::Value;
 
 fn collector_binary() -> PathBuf {
@@ -522,4 +522,53 @@ fn s3_store_passes_the_same_pull_and_verify_test() {
         moto.download(&id, &secret, &format!("lineage/{host}/"), &dest);
         dest
     });
+}
+
+#[test]
+fn collector_pulls_over_tcp_with_mutual_tls() {
+    let pki = Pki::new(&["collector-a"]);
+    let port = free_port();
+    let agent_config = tls_agent_config(&pki, port, &["collector-a"], &[]);
+    let agent = Agent::start(&[
+        "--print",
+        "none",
+        "--config",
+        agent_config.to_str().unwrap(),
+    ]);
+    agent.wait_for_log(
+        "gRPC listening on TCP with mutual TLS",
+        Duration::from_secs(5),
+    );
+    let work = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[collector]\nname = \"tls-collector\"\nkey_path = \"{}\"\nstatus_path = \"{}\"\n\n{}\n[[agents]]\nname = \"agent-tls\"\n\
+         endpoint = \"https://127.0.0.1:{port}\"\nca_cert = \"{}\"\nclient_cert = \"{}\"\nclient_key = \"{}\"\n",
+        work.path().join("witness.key").display(),
+        work.path().join("status.json").display(),
+        fs_store(work.path()),
+        pki.path("ca.pem"),
+        pki.path("collector-a.pem"),
+        pki.path("collector-a.key"),
+    );
+    let mut c = Collector::start(work.path(), &config);
+    c.wait_for(
+        "two segments stored over mTLS",
+        Duration::from_secs(60),
+        |c| {
+            activity(2);
+            cursor(c) >= 2
+        },
+    );
+    let (_, st) = c.stop();
+    let run = agent.stop();
+    assert_eq!(st["segments_fetched"], st["segments_stored"], "{st:#}");
+    let host = host_id(&run.data_dir);
+    let (code, report) = verify_with_key(
+        &work.path().join("store").join(&host),
+        &run.data_dir.join("keys/agent.pub"),
+    );
+    assert!(
+        code == 0 || code == 3,
+        "the collected store verifies: {report:#}"
+    );
 }

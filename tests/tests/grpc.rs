@@ -2,13 +2,12 @@
 //! toolchain (Python grpcio-tools), and TCP access only with a valid client certificate.
 
 use std::{
-    net::TcpListener,
     path::{Path, PathBuf},
     process::Command,
     time::Duration,
 };
 
-use lineage_tests::{run_to_end, Agent};
+use lineage_tests::{free_port, run_to_end, tls_agent_config, Agent, Pki};
 use serde_json::Value;
 
 fn repo_root() -> PathBuf {
@@ -26,16 +25,33 @@ fn python_stubs(dir: &Path) {
         .status()
         .expect("python3 is needed (cargo xtask setup installs grpcio-tools)")
         .success();
-    assert!(ok, "grpc_tools.protoc failed: run `cargo xtask setup` to install grpcio-tools");
+    assert!(
+        ok,
+        "grpc_tools.protoc failed: run `cargo xtask setup` to install grpcio-tools"
+    );
 }
 
 /// Runs a Python script (with the stubs on its path) and parses the JSON it prints.
 fn python(dir: &Path, script: &str, args: &[&str]) -> Value {
     let path = dir.join("client.py");
     std::fs::write(&path, script).unwrap();
-    let out = Command::new("python3").arg(&path).args(args).env("PYTHONPATH", dir).output().unwrap();
-    assert!(out.status.success(), "python client failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("client printed no JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+    let out = Command::new("python3")
+        .arg(&path)
+        .args(args)
+        .env("PYTHONPATH", dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "python client failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "client printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
 }
 
 const UNIX_CLIENT: &str = r#"
@@ -72,7 +88,11 @@ fn a_python_client_generated_from_the_proto_calls_get_info_and_pull_segments() {
     let agent = Agent::start(&["--print", "none"]);
     run_to_end(&mut Command::new("/bin/true"));
     std::thread::sleep(Duration::from_millis(1500)); // at least one seal
-    let got = python(stubs.path(), UNIX_CLIENT, &[agent.socket().to_str().unwrap(), ""]);
+    let got = python(
+        stubs.path(),
+        UNIX_CLIENT,
+        &[agent.socket().to_str().unwrap(), ""],
+    );
     let run = agent.stop();
     let data_dir = run.data_dir.clone();
 
@@ -80,51 +100,25 @@ fn a_python_client_generated_from_the_proto_calls_get_info_and_pull_segments() {
     assert_eq!(got["host_id"], host.trim());
     assert_eq!(got["probes_attached"], 7);
     let segments = got["segments"].as_array().unwrap();
-    assert!(!segments.is_empty(), "PullSegments streamed the sealed segments");
+    assert!(
+        !segments.is_empty(),
+        "PullSegments streamed the sealed segments"
+    );
     assert_eq!(&got["listed"], &got["segments"]);
     for (n, hex) in got["segment_bytes"].as_object().unwrap() {
         let file = data_dir.join(format!("segments/{:020}.seg", n.parse::<u64>().unwrap()));
         let on_disk = std::fs::read(file).unwrap();
-        assert_eq!(hex.as_str().unwrap(), hex_string(&on_disk), "segment {n} is streamed as the exact stored bytes");
+        assert_eq!(
+            hex.as_str().unwrap(),
+            hex_string(&on_disk),
+            "segment {n} is streamed as the exact stored bytes"
+        );
     }
     assert_eq!(got["missing_lineage"], "NOT_FOUND");
 }
 
 fn hex_string(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-/// A throwaway CA, a server certificate for 127.0.0.1 and client certificates.
-struct Pki {
-    dir: tempfile::TempDir,
-}
-
-impl Pki {
-    fn new(clients: &[&str]) -> Pki {
-        let dir = tempfile::tempdir().unwrap();
-        let sh = |script: &str| {
-            let ok = Command::new("sh").arg("-c").arg(script).current_dir(dir.path()).status().unwrap().success();
-            assert!(ok, "openssl failed: {script}");
-        };
-        let key = "-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes";
-        sh(&format!("openssl req -x509 {key} -keyout ca.key -out ca.pem -days 1 -subj /CN=lineage-test-ca 2>/dev/null"));
-        let mut leaves = vec![("server", "agent", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth".to_string())];
-        for c in clients {
-            leaves.push((c, c, "extendedKeyUsage=clientAuth".to_string()));
-        }
-        for (name, cn, ext) in leaves {
-            std::fs::write(dir.path().join(format!("{name}.ext")), ext).unwrap();
-            sh(&format!(
-                "openssl req {key} -keyout {name}.key -out {name}.csr -subj /CN={cn} 2>/dev/null && \
-                 openssl x509 -req -in {name}.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out {name}.pem -days 1 -extfile {name}.ext 2>/dev/null"
-            ));
-        }
-        Pki { dir }
-    }
-
-    fn path(&self, file: &str) -> String {
-        self.dir.path().join(file).to_string_lossy().into_owned()
-    }
 }
 
 const TLS_CLIENT: &str = r#"
@@ -153,33 +147,57 @@ print(json.dumps(result))
 #[test]
 fn tcp_refuses_clients_without_a_certificate_and_checks_rights_per_client() {
     let pki = Pki::new(&["collector-a", "secops"]);
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = free_port();
     let addr = format!("127.0.0.1:{port}");
-    let config = pki.dir.path().join("agent.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[grpc]\nlisten = \"{addr}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\ntls_client_ca = \"{}\"\npull_clients = [\"collector-a\"]\ntail_clients = [\"secops\"]\n",
-            pki.path("server.pem"),
-            pki.path("server.key"),
-            pki.path("ca.pem")
-        ),
-    )
-    .unwrap();
+    let config = tls_agent_config(&pki, port, &["collector-a"], &["secops"]);
     let stubs = tempfile::tempdir().unwrap();
     python_stubs(stubs.path());
     let agent = Agent::start(&["--print", "none", "--config", config.to_str().unwrap()]);
-    agent.wait_for_log("gRPC listening on TCP with mutual TLS", Duration::from_secs(5));
+    agent.wait_for_log(
+        "gRPC listening on TCP with mutual TLS",
+        Duration::from_secs(5),
+    );
 
     let ca = pki.path("ca.pem");
     let anonymous = python(stubs.path(), TLS_CLIENT, &[&addr, &ca, "", ""]);
-    let collector = python(stubs.path(), TLS_CLIENT, &[&addr, &ca, &pki.path("collector-a.pem"), &pki.path("collector-a.key")]);
-    let secops = python(stubs.path(), TLS_CLIENT, &[&addr, &ca, &pki.path("secops.pem"), &pki.path("secops.key")]);
+    let collector = python(
+        stubs.path(),
+        TLS_CLIENT,
+        &[
+            &addr,
+            &ca,
+            &pki.path("collector-a.pem"),
+            &pki.path("collector-a.key"),
+        ],
+    );
+    let secops = python(
+        stubs.path(),
+        TLS_CLIENT,
+        &[&addr, &ca, &pki.path("secops.pem"), &pki.path("secops.key")],
+    );
     agent.stop();
 
-    assert_eq!(anonymous["get_info"], "UNAVAILABLE", "no client certificate: the TLS handshake is refused");
-    assert_eq!(collector["get_info"], "OK", "a pull client may read the chain");
-    assert_eq!(collector["tail"], "PERMISSION_DENIED", "pull rights do not include tail");
-    assert_eq!(secops["get_info"], "PERMISSION_DENIED", "tail rights do not include pull");
-    assert!(matches!(secops["tail"].as_str(), Some("OK") | Some("DEADLINE_EXCEEDED")), "a tail client may tail: {secops}");
+    assert_eq!(
+        anonymous["get_info"], "UNAVAILABLE",
+        "no client certificate: the TLS handshake is refused"
+    );
+    assert_eq!(
+        collector["get_info"], "OK",
+        "a pull client may read the chain"
+    );
+    assert_eq!(
+        collector["tail"], "PERMISSION_DENIED",
+        "pull rights do not include tail"
+    );
+    assert_eq!(
+        secops["get_info"], "PERMISSION_DENIED",
+        "tail rights do not include pull"
+    );
+    assert!(
+        matches!(
+            secops["tail"].as_str(),
+            Some("OK") | Some("DEADLINE_EXCEEDED")
+        ),
+        "a tail client may tail: {secops}"
+    );
 }

@@ -22,9 +22,16 @@ fn mine<'a>(run: &'a Run, kind: &'a str) -> impl Iterator<Item = &'a Value> + 'a
 fn connects_and_accepts_are_recorded_with_exact_addresses_and_results() {
     let v4 = TcpListener::bind("127.0.0.1:0").unwrap();
     let v6 = TcpListener::bind((Ipv6Addr::LOCALHOST, 0)).unwrap();
-    let (p4, p6) = (v4.local_addr().unwrap().port(), v6.local_addr().unwrap().port());
+    let (p4, p6) = (
+        v4.local_addr().unwrap().port(),
+        v6.local_addr().unwrap().port(),
+    );
     // A port with nothing listening: bind and drop.
-    let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let dir = tempfile::tempdir().unwrap();
     let sock_path = dir.path().join("test.sock");
     let unix = UnixListener::bind(&sock_path).unwrap();
@@ -49,12 +56,35 @@ fn connects_and_accepts_are_recorded_with_exact_addresses_and_results() {
             .clone()
     };
     let e = connect_to(p4);
-    assert_eq!((e["family"].as_str(), e["address"].as_str(), e["result"].as_str()), (Some("inet"), Some("127.0.0.1"), Some("ok")));
+    assert_eq!(
+        (
+            e["family"].as_str(),
+            e["address"].as_str(),
+            e["result"].as_str()
+        ),
+        (Some("inet"), Some("127.0.0.1"), Some("ok"))
+    );
     let e = connect_to(p6);
-    assert_eq!((e["family"].as_str(), e["address"].as_str(), e["result"].as_str()), (Some("inet6"), Some("::1"), Some("ok")));
+    assert_eq!(
+        (
+            e["family"].as_str(),
+            e["address"].as_str(),
+            e["result"].as_str()
+        ),
+        (Some("inet6"), Some("::1"), Some("ok"))
+    );
     let e = connect_to(closed);
-    assert_eq!((e["result"].as_str(), e["error"].as_str(), e["errno"].as_i64()), (Some("error"), Some("ECONNREFUSED"), Some(111)));
-    let e = mine(&run, "connect").find(|e| e["family"] == "unix").expect("unix connect");
+    assert_eq!(
+        (
+            e["result"].as_str(),
+            e["error"].as_str(),
+            e["errno"].as_i64()
+        ),
+        (Some("error"), Some("ECONNREFUSED"), Some(111))
+    );
+    let e = mine(&run, "connect")
+        .find(|e| e["family"] == "unix")
+        .expect("unix connect");
     assert_eq!(e["path"], sock_path.to_str().unwrap());
     assert_eq!(e["result"], "ok");
 
@@ -65,9 +95,19 @@ fn connects_and_accepts_are_recorded_with_exact_addresses_and_results() {
             .clone()
     };
     let a = accept_from(peer4);
-    assert_eq!((a["peer_address"].as_str(), a["local_port"].as_u64()), (Some("127.0.0.1"), Some(p4 as u64)));
+    assert_eq!(
+        (a["peer_address"].as_str(), a["local_port"].as_u64()),
+        (Some("127.0.0.1"), Some(p4 as u64))
+    );
     let a = accept_from(peer6);
-    assert_eq!((a["peer_address"].as_str(), a["local_port"].as_u64(), a["family"].as_str()), (Some("::1"), Some(p6 as u64), Some("inet6")));
+    assert_eq!(
+        (
+            a["peer_address"].as_str(),
+            a["local_port"].as_u64(),
+            a["family"].as_str()
+        ),
+        (Some("::1"), Some(p6 as u64), Some("inet6"))
+    );
 }
 
 const FILE_SCRIPT: &str = r#"
@@ -85,7 +125,11 @@ fn file_operations_through_a_relative_path_are_recorded_with_absolute_paths() {
     let dir = tempfile::tempdir().unwrap();
     let cwd = dir.path().canonicalize().unwrap();
     let agent = Agent::start(&[]);
-    let status = Command::new("python3").args(["-c", FILE_SCRIPT]).current_dir(&cwd).status().unwrap();
+    let status = Command::new("python3")
+        .args(["-c", FILE_SCRIPT])
+        .current_dir(&cwd)
+        .status()
+        .unwrap();
     assert!(status.success());
     let run = agent.stop();
 
@@ -104,9 +148,21 @@ fn file_operations_through_a_relative_path_are_recorded_with_absolute_paths() {
     assert_eq!(open["mode"], 0o640);
     assert!(open["fd"].as_i64().unwrap() >= 0);
     let rename = file("rename");
-    assert_eq!((rename["path_resolved"].as_str(), rename["path2_resolved"].as_str()), (Some(abs("rel.txt").as_str()), Some(abs("rel2.txt").as_str())));
+    assert_eq!(
+        (
+            rename["path_resolved"].as_str(),
+            rename["path2_resolved"].as_str()
+        ),
+        (
+            Some(abs("rel.txt").as_str()),
+            Some(abs("rel2.txt").as_str())
+        )
+    );
     let chmod = file("chmod");
-    assert_eq!((chmod["path_resolved"].as_str(), chmod["mode"].as_u64()), (Some(abs("rel2.txt").as_str()), Some(0o600)));
+    assert_eq!(
+        (chmod["path_resolved"].as_str(), chmod["mode"].as_u64()),
+        (Some(abs("rel2.txt").as_str()), Some(0o600))
+    );
     let unlink = file("unlink");
     assert_eq!(unlink["path_resolved"], abs("rel2.txt"));
     for e in [&open, &rename, &chmod, &unlink] {
@@ -133,24 +189,53 @@ fn an_excluded_prefix_produces_no_events_and_its_rule_count_matches() {
     std::fs::create_dir(&skip).unwrap();
     let config = dir.path().join("agent.toml");
     let mut f = std::fs::File::create(&config).unwrap();
-    writeln!(f, "[filter]\nexclude_paths = [{:?}]", skip.to_str().unwrap()).unwrap();
+    writeln!(
+        f,
+        "[filter]\nexclude_paths = [{:?}]",
+        skip.to_str().unwrap()
+    )
+    .unwrap();
     let agent = Agent::start(&["--config", config.to_str().unwrap()]);
     let script = format!(
         "import os\nfor i in range({N}):\n    os.close(os.open({:?} + '/f' + str(i), os.O_CREAT | os.O_WRONLY, 0o600))\nos.close(os.open({:?}, os.O_RDONLY))",
         skip.to_str().unwrap(),
         dir.path().join("agent.toml").to_str().unwrap()
     );
-    assert!(Command::new("python3").args(["-c", &script]).status().unwrap().success());
+    assert!(Command::new("python3")
+        .args(["-c", &script])
+        .status()
+        .unwrap()
+        .success());
     let run = agent.stop();
 
     let skip_str = skip.to_str().unwrap();
-    let leaked = run.of_kind("file").filter(|e| e["path"].as_str().is_some_and(|p| p.starts_with(skip_str))).count();
+    let leaked = run
+        .of_kind("file")
+        .filter(|e| e["path"].as_str().is_some_and(|p| p.starts_with(skip_str)))
+        .count();
     assert_eq!(leaked, 0, "no event under the excluded prefix");
-    assert!(run.of_kind("file").any(|e| e["path"] == dir.path().join("agent.toml").to_str().unwrap()), "other paths are still recorded");
+    assert!(
+        run.of_kind("file")
+            .any(|e| e["path"] == dir.path().join("agent.toml").to_str().unwrap()),
+        "other paths are still recorded"
+    );
     let entries = chain_entries(&run.data_dir);
-    let policy = entries.iter().find(|e| e["kind"] == "FILTER" && e["form"] == "policy").expect("the policy is on the chain");
-    assert!(policy["text"].as_str().unwrap().contains(&format!("8 = \"exclude_paths: {skip_str}\"")), "{policy}");
-    assert_eq!(filtered_by_rule(&entries, 8), N as u64, "the FILTER count of the exclude rule equals the opens done");
+    let policy = entries
+        .iter()
+        .find(|e| e["kind"] == "FILTER" && e["form"] == "policy")
+        .expect("the policy is on the chain");
+    assert!(
+        policy["text"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("8 = \"exclude_paths: {skip_str}\"")),
+        "{policy}"
+    );
+    assert_eq!(
+        filtered_by_rule(&entries, 8),
+        N as u64,
+        "the FILTER count of the exclude rule equals the opens done"
+    );
 }
 
 #[test]
@@ -160,7 +245,11 @@ fn a_million_openat_calls_are_on_the_chain_or_in_declared_loss() {
     let target = dir.path().join("storm-target");
     std::fs::write(&target, b"x").unwrap();
     let config = dir.path().join("agent.toml");
-    std::fs::write(&config, "[retention]\nmax_bytes = 100000000000\nhard_max_bytes = 100000000000\n").unwrap();
+    std::fs::write(
+        &config,
+        "[retention]\nmax_bytes = 100000000000\nhard_max_bytes = 100000000000\n",
+    )
+    .unwrap();
     let agent = Agent::start(&["--print", "none", "--config", config.to_str().unwrap()]);
     let path = std::ffi::CString::new(target.to_str().unwrap()).unwrap();
     let start = std::time::Instant::now();
@@ -178,7 +267,10 @@ fn a_million_openat_calls_are_on_the_chain_or_in_declared_loss() {
     let events = chain_events(&entries);
     let me = std::process::id();
     let target_str = target.to_str().unwrap();
-    let seen = events.iter().filter(|e| e["kind"] == "file" && e["tgid"] == me && e["path"] == target_str).count() as u64;
+    let seen = events
+        .iter()
+        .filter(|e| e["kind"] == "file" && e["tgid"] == me && e["path"] == target_str)
+        .count() as u64;
     let lost: u64 = events
         .iter()
         .filter(|e| e["kind"] == "loss")
@@ -186,14 +278,24 @@ fn a_million_openat_calls_are_on_the_chain_or_in_declared_loss() {
         .filter(|f| f[0] == "file")
         .map(|f| f[1].as_u64().unwrap())
         .sum();
-    let unexplained: u64 = events.iter().filter(|e| e["kind"] == "loss").map(|e| e["unexplained"].as_u64().unwrap()).sum();
+    let unexplained: u64 = events
+        .iter()
+        .filter(|e| e["kind"] == "loss")
+        .map(|e| e["unexplained"].as_u64().unwrap())
+        .sum();
     println!(
         "openat storm: {N} calls in {:.2} s ({:.0}/s); {seen} on the chain, {lost} file records declared lost at the default 16 MiB ring; verify exit {code}",
         elapsed.as_secs_f64(),
         N as f64 / elapsed.as_secs_f64()
     );
     assert_eq!(unexplained, 0, "zero unexplained loss");
-    assert!(code == 0 || code == 3, "the chain verifies (loss may be declared): {report:#}");
+    assert!(
+        code == 0 || code == 3,
+        "the chain verifies (loss may be declared): {report:#}"
+    );
     assert!(seen <= N);
-    assert!(seen + lost >= N, "{seen} on the chain + {lost} declared lost < {N}");
+    assert!(
+        seen + lost >= N,
+        "{seen} on the chain + {lost} declared lost < {N}"
+    );
 }
