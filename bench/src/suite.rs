@@ -287,6 +287,20 @@ impl Suite {
                 (t.path().to_owned(), Some(t))
             }
         };
+        // Private copies of the binaries: a rebuild of target/release during the run must not
+        // change what is measured half-way.
+        let mut args = args;
+        for (name, path) in [
+            ("lineage-agent", &mut args.agent),
+            ("lineagectl", &mut args.lineagectl),
+        ] {
+            if path.exists() {
+                let copy = work.join(name);
+                std::fs::copy(&*path, &copy)
+                    .with_context(|| format!("copying {}", path.display()))?;
+                *path = copy;
+            }
+        }
         let probe_file = work.join("openat-target");
         std::fs::write(&probe_file, b"lineage-bench\n")?;
         Ok(Suite {
@@ -475,7 +489,7 @@ impl Suite {
                 // more with the agent running.
                 if achieved < 0.8 * rate {
                     let note = format!(
-                        "The {} sweep stopped at {}/s asked: the generator reached only {:.0}/s with the agent running, so higher steps would be unpaced runs.",
+                        "The {} sweep stopped at {}/s asked: the generator reached only {:.0}/s with the agent running (the unpaced rows show what it reaches with and without the agent), so higher steps would be unpaced runs.",
                         storm.name(),
                         rate,
                         achieved
