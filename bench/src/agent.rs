@@ -196,6 +196,23 @@ impl Metrics {
     }
 }
 
+/// Pids of `lineage-agent` processes other than `ours`: another agent (a test, another
+/// engineer's run) doubles the probes every syscall goes through, so trials record it.
+pub fn other_agents(ours: Option<u32>) -> Vec<u32> {
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| Some(*pid) != ours)
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .map(|c| c.trim() == "lineage-agent")
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
 /// CPU time of a process (all threads), in nanoseconds, from `/proc/<pid>/stat`.
 pub fn cpu_ns(pid: u32) -> anyhow::Result<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;

@@ -230,6 +230,15 @@ pub fn markdown(r: &Results) -> String {
             let _ = writeln!(w, "> **Taken under load**: the 1-minute load average was above 0.5 around the run, so other work shared these {} cores. Ratios are measured within the same round and are less affected than absolute figures.\n", m.cores);
         }
     }
+    let all: Vec<&Trial> = r
+        .overhead
+        .iter()
+        .chain(r.sweep.iter().flat_map(|s| s.runs.iter()))
+        .collect();
+    let shared = all.iter().filter(|t| t.other_agents > 0).count();
+    if shared > 0 {
+        let _ = writeln!(w, "> **Other Lineage agents were running** during {shared} of {} storms (their probes run on every syscall too, so overhead figures are inflated for those runs; see `other_agents` in the JSON).\n", all.len());
+    }
     let runs = r.plan.as_ref().map(|p| p.runs).unwrap_or(0);
     let _ = writeln!(w, "Every figure is the median of {runs} run(s); ratios are the median of per-round ratios (each setup measured back to back in the same round). See `docs/BENCHMARKS.md` for the method.\n");
 

@@ -166,6 +166,8 @@ pub struct Trial {
     pub metrics_loss: Option<f64>,
     pub metrics_reservation_failures: Option<BTreeMap<String, f64>>,
     pub audit: Option<AuditCount>,
+    /// Other `lineage-agent` processes seen just before the storm (their probes also run).
+    pub other_agents: usize,
 }
 
 impl Trial {
@@ -628,9 +630,13 @@ impl Suite {
             metrics_loss: None,
             metrics_reservation_failures: None,
             audit: None,
+            other_agents: 0,
         };
         match setup {
-            Setup::None => t.gen = self.run_gen(storm, rate, count)?,
+            Setup::None => {
+                t.other_agents = agent::other_agents(None).len();
+                t.gen = self.run_gen(storm, rate, count)?;
+            }
             Setup::Lineage => {
                 let dir = self.work.join(format!("trial-{}", self.trials));
                 let a = Agent::start(&self.args.agent, &dir)?;
@@ -640,6 +646,7 @@ impl Suite {
                 let cpu0 = agent::cpu_ns(a.pid())?;
                 let window = std::time::Instant::now();
                 t.agent_rss_before_kib = agent::rss_kib(a.pid()).ok().map(|x| x.0);
+                t.other_agents = agent::other_agents(Some(a.pid())).len();
                 let sampler = RssSampler::start(a.pid());
                 let gen = self.run_gen(storm, rate, count);
                 let m1 = a.settle(Duration::from_secs(20));
@@ -675,6 +682,7 @@ impl Suite {
             Setup::Auditd => {
                 let dir = self.work.join(format!("audit-{}", self.trials));
                 let a = Auditd::start(&dir)?;
+                t.other_agents = agent::other_agents(None).len();
                 let gen = self.run_gen(storm, rate, count);
                 match gen {
                     Ok(g) => {
