@@ -594,6 +594,53 @@ mod tests {
         assert_eq!(thousands(f64::NAN), "—");
     }
 
+    fn trial(setup: Setup, wall_ns: u64, ops: u64, captured: Option<u64>) -> Trial {
+        Trial {
+            storm: Storm::Connect,
+            setup,
+            gen: crate::gen::GenResult {
+                ops,
+                wall_ns,
+                ..Default::default()
+            },
+            chain: captured.map(|_| crate::chain::ChainCount::default()),
+            captured,
+            agent_cpu_ns: None,
+            agent_entries: None,
+            agent_window_ns: None,
+            agent_rss_before_kib: None,
+            agent_rss_max_kib: None,
+            agent_hwm_kib: None,
+            metrics_loss: None,
+            metrics_reservation_failures: None,
+            audit: None,
+            other_agents: 0,
+        }
+    }
+
+    #[test]
+    fn ratios_pair_rounds_and_verdicts_need_every_event() {
+        let mut r = Results::default();
+        // Round 1: 1.0 s vs 1.2 s; round 2: 2.0 s vs 2.6 s (drift); ratios 1.2 and 1.3.
+        for (base, with) in [
+            (1_000_000_000, 1_200_000_000),
+            (2_000_000_000, 2_600_000_000),
+        ] {
+            r.overhead.push(trial(Setup::None, base, 100, None));
+            r.overhead.push(trial(Setup::Lineage, with, 100, Some(100)));
+        }
+        let x = ratio(&r, Storm::Connect, Setup::Lineage, wall);
+        assert!((x - 1.25).abs() < 1e-9, "{x}");
+        let v = verdicts(&r);
+        let connect = v.iter().find(|v| v.target.contains("connect")).unwrap();
+        assert_eq!(connect.met, Some(true));
+        // One event missing from the chain fails the target whatever the ratio.
+        r.overhead[3].captured = Some(99);
+        let v = verdicts(&r);
+        let connect = v.iter().find(|v| v.target.contains("connect")).unwrap();
+        assert_eq!(connect.met, Some(false));
+    }
+
     #[test]
     fn an_empty_result_renders() {
         let md = markdown(&Results::default());
