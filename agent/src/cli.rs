@@ -21,6 +21,8 @@ pub struct Cli {
 pub enum Command {
     /// Load the kernel programs and capture until SIGINT/SIGTERM.
     Run(RunArgs),
+    /// List the kernel hooks the agent attaches (program and tracepoint), one per line.
+    Probes,
     /// Inspect configuration.
     #[command(subcommand)]
     Config(ConfigCommand),

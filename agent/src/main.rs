@@ -82,6 +82,17 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Probes => {
+            for p in probes::all_probes() {
+                println!(
+                    "{} {}{}",
+                    p.program,
+                    p.hook,
+                    if p.required { " required" } else { "" }
+                );
+            }
+            Ok(())
+        }
         Command::Config(ConfigCommand::PrintDefault) => {
             print!("{DEFAULT_TOML}");
             Ok(())

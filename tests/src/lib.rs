@@ -373,3 +373,13 @@ pub fn tls_agent_config(pki: &Pki, port: u16, pull: &[&str], tail: &[&str]) -> P
     .unwrap();
     path
 }
+
+/// How many hooks the agent attaches (`lineage-agent probes`), all of which attach here.
+pub fn probe_count() -> usize {
+    let out = Command::new(agent_binary())
+        .arg("probes")
+        .output()
+        .expect("lineage-agent probes");
+    assert!(out.status.success(), "lineage-agent probes failed");
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}

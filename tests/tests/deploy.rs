@@ -399,7 +399,7 @@ fn agent_captures_with_exactly_the_units_capabilities() {
 
     assert_eq!(
         log.matches("probe attached").count(),
-        7,
+        lineage_tests::probe_count(),
         "every probe attaches with these capabilities:\n{log}"
     );
     assert!(
@@ -473,14 +473,15 @@ fn readiness_check_returns_after_the_probes_are_attached() {
     assert_eq!(rc, 0, "the readiness check failed: {err}\n{}", agent.log());
     // The socket is bound after attach; give the log reader a moment to catch up.
     let start = Instant::now();
-    while agent.log().matches("probe attached").count() < 7
+    let probes = lineage_tests::probe_count();
+    while agent.log().matches("probe attached").count() < probes
         && start.elapsed() < Duration::from_secs(2)
     {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(
         agent.log().matches("probe attached").count(),
-        7,
+        probes,
         "ready before every probe was attached:\n{}",
         agent.log()
     );
