@@ -114,8 +114,8 @@ pub struct TailArgs {
     /// Only processes in this cgroup (id as in the events' cgroup_id).
     #[arg(long, value_name = "ID")]
     pub cgroup: Option<u64>,
-    /// Only processes of this container (substring of the container id). The agent does not
-    /// derive container ids yet, so this matches nothing for now.
+    /// Only processes of this container (the container id or a prefix of it, as in the
+    /// events' `container.id`).
     #[arg(long, value_name = "ID")]
     pub container: Option<String>,
     /// Exit after printing N events.

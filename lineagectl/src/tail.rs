@@ -66,11 +66,6 @@ struct View {
 
 async fn tail(a: &TailArgs) -> Result<i32, TailError> {
     let (mut client, target) = connect::connect(&a.conn).await?;
-    if a.container.is_some() {
-        eprintln!(
-            "lineagectl: warning: the agent does not derive container ids yet; --container matches nothing"
-        );
-    }
     // The host name and boot id label the lines; a client allowed to tail but not to pull
     // gets the tail without them.
     let info = client
