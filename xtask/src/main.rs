@@ -111,9 +111,11 @@ fn test() -> Result<()> {
     std::env::set_var("LINEAGE_AGENT", release.join("lineage-agent"));
     std::env::set_var("LINEAGECTL", release.join("lineagectl"));
     std::env::set_var("LINEAGE_COLLECTOR", release.join("lineage-collector"));
+    // Every test binary runs even after one fails, so one run shows every failure.
     cargo(&[
         "test",
         "--release",
+        "--no-fail-fast",
         "-p",
         "lineage-tests",
         "--",
