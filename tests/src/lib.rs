@@ -252,11 +252,16 @@ pub fn lineagectl_binary() -> PathBuf {
 
 /// `lineagectl verify <dir> --key <dir>/keys/agent.pub --json`: (exit code, report).
 pub fn verify(data_dir: &std::path::Path) -> (i32, Value) {
+    verify_with_key(data_dir, &data_dir.join("keys/agent.pub"))
+}
+
+/// `lineagectl verify <dir> --key <key> --json`: (exit code, report).
+pub fn verify_with_key(dir: &std::path::Path, key: &std::path::Path) -> (i32, Value) {
     let out = Command::new(lineagectl_binary())
         .arg("verify")
-        .arg(data_dir)
+        .arg(dir)
         .arg("--key")
-        .arg(data_dir.join("keys/agent.pub"))
+        .arg(key)
         .arg("--json")
         .output()
         .expect("running lineagectl verify");

@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lineage_tests::{free_port, lineagectl_binary, run_to_end, tls_agent_config, Agent, Pki};
+use lineage_tests::{free_port, run_to_end, tls_agent_config, verify_with_key, Agent, Pki};
 use serde_json::Value;
 
 fn collector_binary() -> PathBuf {
@@ -163,25 +163,6 @@ fn activity(n: usize) {
     for _ in 0..n {
         run_to_end(&mut Command::new("/bin/true"));
     }
-}
-
-/// `lineagectl verify <dir> --key <agent key> --json` → (exit code, report).
-fn verify_with_key(dir: &Path, key: &Path) -> (i32, Value) {
-    let out = Command::new(lineagectl_binary())
-        .arg("verify")
-        .arg(dir)
-        .arg("--key")
-        .arg(key)
-        .arg("--json")
-        .output()
-        .expect("running lineagectl verify");
-    let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "verify printed no JSON ({e}): {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (out.status.code().unwrap_or(-1), report)
 }
 
 fn cursor(c: &Collector) -> u64 {
