@@ -52,6 +52,7 @@ impl Agent {
             .stderr(log)
             .spawn()
             .with_context(|| format!("starting {}", binary.display()))?;
+        crate::children::register(child.id());
         let mut agent = Agent {
             data_dir: data_dir.into(),
             metrics_port: port,
@@ -114,6 +115,7 @@ impl Agent {
 
     /// SIGTERM and wait; fails unless it exits 0 within a minute.
     pub fn stop(mut self) -> anyhow::Result<String> {
+        crate::children::unregister(self.child.id());
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -136,6 +138,7 @@ impl Agent {
 
 impl Drop for Agent {
     fn drop(&mut self) {
+        crate::children::unregister(self.child.id());
         if let Ok(None) = self.child.try_wait() {
             let _ = self.child.kill();
             let _ = self.child.wait();

@@ -94,6 +94,21 @@ pub fn unavailable() -> Option<String> {
     }
 }
 
+/// What an interrupted suite must undo: the kernel's audit flag before auditd started, and
+/// whether rules may be installed. Read by [`emergency_teardown`].
+static ACTIVE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static ENABLED_BEFORE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Called when the suite is interrupted: delete the rules and restore the audit flag, so a
+/// killed benchmark does not leave every syscall on the host audited.
+pub fn emergency_teardown() {
+    use std::sync::atomic::Ordering;
+    if ACTIVE.swap(false, Ordering::SeqCst) {
+        let _ = auditctl(&["-D"]);
+        let _ = auditctl(&["-e", &ENABLED_BEFORE.load(Ordering::SeqCst).to_string()]);
+    }
+}
+
 pub struct Auditd {
     child: Option<Child>,
     dir: PathBuf,
@@ -162,6 +177,9 @@ impl Auditd {
             .spawn()
             .context("starting auditd")?;
         let pid = child.id() as u64;
+        crate::children::register(child.id());
+        ENABLED_BEFORE.store(before.enabled, std::sync::atomic::Ordering::SeqCst);
+        ACTIVE.store(true, std::sync::atomic::Ordering::SeqCst);
         let mut a = Auditd {
             child: Some(child),
             dir: dir.into(),
@@ -229,6 +247,7 @@ impl Auditd {
         self.torn_down = true;
         let rules = auditctl(&["-D"]);
         if let Some(mut c) = self.child.take() {
+            crate::children::unregister(c.id());
             // SAFETY: signalling our own child.
             unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
             let deadline = Instant::now() + Duration::from_secs(30);
@@ -242,6 +261,7 @@ impl Auditd {
             }
         }
         let enabled = auditctl(&["-e", &self.enabled_before.to_string()]);
+        ACTIVE.store(false, std::sync::atomic::Ordering::SeqCst);
         rules.and(enabled)
     }
 }

@@ -11,6 +11,7 @@
 mod agent;
 mod auditd;
 mod chain;
+mod children;
 mod gen;
 mod latency;
 mod pipeline;
@@ -50,6 +51,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         None => {
+            children::guard();
             let out = cli.suite.out.clone();
             let mut s = suite::Suite::new(cli.suite)?;
             let results = s.run()?;

@@ -286,6 +286,7 @@ impl Suite {
                 let t = tempfile::Builder::new()
                     .prefix("lineage-bench-")
                     .tempdir_in("/var/tmp")?;
+                crate::children::scratch(t.path().to_owned());
                 (t.path().to_owned(), Some(t))
             }
         };
