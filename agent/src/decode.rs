@@ -99,22 +99,30 @@ impl ExecArgs {
     }
 }
 
-/// A file syscall with its paths.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FileOp {
-    pub header: RecordHeader,
-    pub op: u32,
-    pub syscall_nr: u32,
-    pub result: i64,
-    pub flags: u32,
-    pub mode: u32,
-    pub dirfd: i32,
-    pub dirfd2: i32,
-    pub uid: u32,
-    pub gid: u32,
-    pub trunc: u32,
-    pub path: Vec<u8>,
-    pub path2: Vec<u8>,
+/// A file syscall record, with the paths bounded by their lengths.
+#[derive(Clone)]
+pub struct FileOp(Box<FileOpRecord>);
+
+impl FileOp {
+    pub fn path(&self) -> &[u8] {
+        &self.0.path[..self.0.path_len as usize]
+    }
+
+    /// The rename target; empty for other operations.
+    pub fn path2(&self) -> &[u8] {
+        if self.0.op == file_op::RENAME {
+            &self.0.path2[..self.0.path2_len as usize]
+        } else {
+            &[]
+        }
+    }
+}
+
+impl std::ops::Deref for FileOp {
+    type Target = FileOpRecord;
+    fn deref(&self) -> &FileOpRecord {
+        &self.0
+    }
 }
 
 #[derive(Clone)]
@@ -255,25 +263,8 @@ fn decode_file_op(header: RecordHeader, bytes: &[u8]) -> Result<FileOp, DecodeEr
             actual: bytes.len(),
         });
     }
-    Ok(FileOp {
-        header,
-        op: rec.op,
-        syscall_nr: rec.syscall_nr,
-        result: rec.result,
-        flags: rec.flags,
-        mode: rec.mode,
-        dirfd: rec.dirfd,
-        dirfd2: rec.dirfd2,
-        uid: rec.uid,
-        gid: rec.gid,
-        trunc: rec.trunc,
-        path: rec.path[..rec.path_len as usize].to_vec(),
-        path2: if rec.op == file_op::RENAME {
-            rec.path2[..rec.path2_len as usize].to_vec()
-        } else {
-            Vec::new()
-        },
-    })
+    let _ = header;
+    Ok(FileOp(Box::new(rec)))
 }
 
 /// A fixed C string field up to its first NUL.
@@ -400,17 +391,14 @@ mod tests {
             panic!()
         };
         assert_eq!(
-            (f.path.as_slice(), f.result, f.path2.len()),
+            (f.path(), f.result, f.path2().len()),
             (&b"/tmp/x"[..], 3, 0)
         );
         let Record::FileOp(f) = decode(&file_op_bytes(file_op::RENAME, b"a", b"bb")).unwrap()
         else {
             panic!()
         };
-        assert_eq!(
-            (f.path.as_slice(), f.path2.as_slice()),
-            (&b"a"[..], &b"bb"[..])
-        );
+        assert_eq!((f.path(), f.path2()), (&b"a"[..], &b"bb"[..]));
         let mut bad = file_op_bytes(file_op::OPEN, b"/tmp/x", b"");
         bad.pop();
         let len = bad.len() as u32;

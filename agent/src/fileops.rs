@@ -102,10 +102,10 @@ fn errno_of(result: i64) -> (Option<i32>, Option<&'static str>) {
 
 pub fn file_detail(f: &FileOp, proc_root: &Path) -> Detail {
     let tgid = f.header.tgid;
-    let path = String::from_utf8_lossy(&f.path).into_owned();
+    let path = String::from_utf8_lossy(f.path()).into_owned();
     let path_resolved = resolve(proc_root, tgid, f.dirfd, &path);
     let (path2, path2_resolved) = if f.op == file_op::RENAME {
-        let p2 = String::from_utf8_lossy(&f.path2).into_owned();
+        let p2 = String::from_utf8_lossy(f.path2()).into_owned();
         let r2 = resolve(proc_root, tgid, f.dirfd2, &p2);
         (Some(p2), r2)
     } else {
