@@ -187,7 +187,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         RecordKind::ExecFailed => Record::ExecFailed(read(bytes, "exec_failed record")?),
         RecordKind::Fork => Record::Fork(read(bytes, "fork record")?),
         RecordKind::Exit => Record::Exit(read(bytes, "exit record")?),
-        RecordKind::FileOp => Record::FileOp(decode_file_op(header, bytes)?),
+        RecordKind::FileOp => Record::FileOp(decode_file_op(bytes)?),
         RecordKind::Net => {
             let rec: NetRecord = read(bytes, "net record")?;
             check_len("net address", rec.addr_len as usize, rec.addr.len())?;
@@ -234,7 +234,7 @@ fn decode_exec_args(header: RecordHeader, bytes: &[u8]) -> Result<ExecArgs, Deco
     })
 }
 
-fn decode_file_op(header: RecordHeader, bytes: &[u8]) -> Result<FileOp, DecodeError> {
+fn decode_file_op(bytes: &[u8]) -> Result<FileOp, DecodeError> {
     let need = FILE_OP_FIXED_LEN;
     if bytes.len() < need {
         return Err(DecodeError::Short {
@@ -263,7 +263,6 @@ fn decode_file_op(header: RecordHeader, bytes: &[u8]) -> Result<FileOp, DecodeEr
             actual: bytes.len(),
         });
     }
-    let _ = header;
     Ok(FileOp(Box::new(rec)))
 }
 
