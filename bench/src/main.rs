@@ -10,6 +10,7 @@
 
 mod agent;
 mod auditd;
+mod bpfstats;
 mod chain;
 mod children;
 mod gen;

@@ -531,6 +531,26 @@ pub fn markdown(r: &Results) -> String {
             let _ = writeln!(w, "\nAgent CPU (all its threads, `/proc/<pid>/stat`) is measured from the storm's start until the chain stops growing, so it includes draining any backlog, and divided by the chain entries appended in that window (every event on the host, not only the generator's). RSS is `VmRSS` sampled every 50 ms; VmHWM is the kernel's peak.");
         }
     }
+    if !r.bpf_costs.is_empty() {
+        let _ = writeln!(w, "\n## Profile: the agent's eBPF programs\n");
+        let _ = writeln!(w, "A separate pass after the timed runs (BPF statistics add two clock reads per call): one agent, each unpaced storm once, `kernel.bpf_stats_enabled = 1`. Time per call of each program, and summed per generator operation (programs also run for other processes' syscalls, so per-operation figures are upper bounds).\n");
+        let _ = writeln!(
+            w,
+            "| storm | program | calls | ns per call | ns per operation |\n|---|---|---|---|---|"
+        );
+        // Programs that barely ran during a storm (other processes' syscalls) are in the JSON only.
+        for c in r.bpf_costs.iter().filter(|c| c.ns_per_op >= 10.0) {
+            let _ = writeln!(
+                w,
+                "| {} | {} | {} | {} | {} |",
+                c.storm,
+                c.program,
+                thousands(c.calls as f64),
+                fmt(c.ns_per_call, 0),
+                fmt(c.ns_per_op, 0)
+            );
+        }
+    }
     for n in &r.notes {
         let _ = writeln!(w, "\n{n}");
     }

@@ -212,6 +212,8 @@ pub struct Results {
     pub not_captured: Vec<String>,
     pub overhead: Vec<Trial>,
     pub auditd_skipped: Option<String>,
+    /// Profiling pass: the agent's eBPF programs' time per call during each storm.
+    pub bpf_costs: Vec<crate::bpfstats::ProgCost>,
     pub notes: Vec<String>,
 }
 
@@ -372,6 +374,14 @@ impl Suite {
         }
         if self.wants(Section::Overhead) {
             self.overhead(&mut r)?;
+            if crate::bpfstats::available() {
+                if let Err(e) = self.bpf_profile(&mut r) {
+                    r.notes
+                        .push(format!("The eBPF profiling pass failed: {e:#}"));
+                }
+            } else {
+                r.notes.push("eBPF program costs not measured: bpftool or kernel.bpf_stats_enabled unavailable.".into());
+            }
         }
         if let Some(m) = r.machine.as_mut() {
             m.load_after = loadavg();
@@ -557,6 +567,32 @@ impl Suite {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Profiling pass (not timed): one agent, BPF statistics on, each storm once.
+    fn bpf_profile(&mut self, r: &mut Results) -> anyhow::Result<()> {
+        eprintln!("== eBPF program cost per call (profiling pass, statistics on)");
+        let existing = crate::bpfstats::ids()?;
+        let dir = self.work.join("bpf-profile");
+        let a = Agent::start(&self.args.agent, &dir)?;
+        let stats = crate::bpfstats::Stats::enable()?;
+        for storm in Storm::ALL {
+            let count = self.plan.overhead_count[storm.name()];
+            let s0 = crate::bpfstats::snapshot()?;
+            let g = self.run_gen(storm, None, count)?;
+            let s1 = crate::bpfstats::snapshot()?;
+            for c in crate::bpfstats::costs(&existing, &s0, &s1, storm.name(), g.ops) {
+                eprintln!(
+                    "   {:<7} {:<24} {:>9} calls {:>7.0} ns/call {:>7.0} ns per operation",
+                    c.storm, c.program, c.calls, c.ns_per_call, c.ns_per_op
+                );
+                r.bpf_costs.push(c);
+            }
+        }
+        drop(stats);
+        a.stop()?;
+        let _ = std::fs::remove_dir_all(&dir);
         Ok(())
     }
 
