@@ -209,8 +209,12 @@ pub fn other_agents(ours: Option<u32>) -> Vec<u32> {
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| Some(*pid) != ours)
         .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                .map(|c| c.trim() == "lineage-agent")
+            // `<pid> (comm) <state> ...`; a zombie runs no probes.
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map(|s| {
+                    let comm = s.split_once('(').and_then(|(_, r)| r.rsplit_once(')'));
+                    matches!(comm, Some((c, rest)) if c == "lineage-agent" && !rest.trim_start().starts_with('Z'))
+                })
                 .unwrap_or(false)
         })
         .collect()
@@ -294,6 +298,12 @@ mod tests {
         assert_eq!(m.sum("lineage_records_total"), 14.0);
         assert_eq!(m.by_label("lineage_records_total")["fork"], 8.0);
         assert_eq!(m.sum("lineage_chain_entries"), 0.0);
+    }
+
+    #[test]
+    fn other_agents_excludes_ours() {
+        // No agent runs under `cargo test`; at least it must not list this process.
+        assert!(!other_agents(None).contains(&std::process::id()));
     }
 
     #[test]
