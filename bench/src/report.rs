@@ -217,8 +217,8 @@ pub fn markdown(r: &Results) -> String {
     if let Some(m) = &r.machine {
         let _ = writeln!(
             w,
-            "Machine: {} × {} cores, kernel {}. Agent: {} (commit {}). Load average (1/5/15 min) before: {}, after: {}. Suite took {:.0} s.\n",
-            m.cpu_model, m.cores, m.kernel, m.agent_version, m.commit, m.load_before, m.load_after, m.duration_s
+            "Machine: {} × {} cores, kernel {}. Agent: {}, binary built {} UTC, run from commit {}. Load average (1/5/15 min) before: {}, after: {}. Suite took {:.0} s.\n",
+            m.cpu_model, m.cores, m.kernel, m.agent_version, m.agent_built, m.commit, m.load_before, m.load_after, m.duration_s
         );
         let busy = |l: &str| {
             l.split_whitespace()

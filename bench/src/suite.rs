@@ -192,6 +192,9 @@ pub struct Machine {
     pub load_before: String,
     pub load_after: String,
     pub agent_version: String,
+    /// When the agent binary under test was built (its mtime, UTC): `commit` is the checkout
+    /// the suite ran in, which may be newer than the binary.
+    pub agent_built: String,
     pub commit: String,
     pub started_unix: u64,
     pub duration_s: f64,
@@ -231,11 +234,22 @@ pub struct Suite {
     _owned: Option<tempfile::TempDir>,
     trials: u64,
     probe_file: PathBuf,
+    agent_built: String,
 }
 
 fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+/// A file's mtime as `YYYYMMDD-HHMMSS` (UTC).
+fn built(path: &Path) -> String {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| crate::report::stamp(d.as_secs()))
         .unwrap_or_default()
 }
 
@@ -267,6 +281,7 @@ fn machine(agent: &Path) -> Machine {
         load_before: loadavg(),
         load_after: String::new(),
         agent_version: out(Command::new(agent).arg("--version")),
+        agent_built: built(agent),
         commit: out(Command::new("git").args(["rev-parse", "--short", "HEAD"])),
         started_unix: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -295,6 +310,7 @@ impl Suite {
         // Private copies of the binaries: a rebuild of target/release during the run must not
         // change what is measured half-way.
         let mut args = args;
+        let agent_built = built(&args.agent);
         for (name, path) in [
             ("lineage-agent", &mut args.agent),
             ("lineagectl", &mut args.lineagectl),
@@ -315,6 +331,7 @@ impl Suite {
             _owned: owned,
             trials: 0,
             probe_file,
+            agent_built,
         })
     }
 
@@ -348,7 +365,10 @@ impl Suite {
             } else {
                 "full".into()
             },
-            machine: Some(machine(&self.args.agent)),
+            machine: Some(Machine {
+                agent_built: self.agent_built.clone(),
+                ..machine(&self.args.agent)
+            }),
             plan: Some(self.plan.clone()),
             ..Default::default()
         };
