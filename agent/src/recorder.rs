@@ -100,6 +100,8 @@ pub struct Recorder {
     scratch: Vec<u8>,
     /// Set after a journal write failed, so the failure is logged once, not per entry.
     wal_failing: bool,
+    /// Set while sealed segments cannot be written, so the error is logged once per episode.
+    storage_failing: bool,
     pub sealed_segments: u64,
     pub appended_entries: u64,
     pub refused_entries: u64,
@@ -158,6 +160,7 @@ impl Recorder {
             refused: None,
             scratch: Vec::with_capacity(4096),
             wal_failing: false,
+            storage_failing: false,
             sealed_segments: 0,
             appended_entries: 0,
             refused_entries: 0,
@@ -381,12 +384,20 @@ impl Recorder {
         match self.store.write(&sealed) {
             Ok(_) => {
                 self.last_sealed = Some(sealed.header);
+                self.storage_failing = false;
                 if let Err(e) = self.wal.reset() {
                     tracing::warn!(error = %e, path = %self.wal_path, "journal reset failed");
                 }
                 true
             }
+            Err(e) if self.storage_failing => {
+                // Still failing: said once already, when it started.
+                tracing::debug!(error = %e, segment = sealed.header.segment_number, "sealed segment still cannot be written");
+                self.unwritten = Some(sealed);
+                false
+            }
             Err(e) => {
+                self.storage_failing = true;
                 tracing::error!(
                     error = %e,
                     segment = sealed.header.segment_number,

@@ -165,7 +165,9 @@ fn heartbeat_config() -> String {
     let path = std::env::temp_dir().join(format!("lineage-heartbeat-{}.toml", std::process::id()));
     std::fs::write(
         &path,
-        "[evidence]\nheartbeat_interval_ms = 500\nseal_interval_ms = 200\n",
+        // File and socket events of unrelated processes would keep the agent from ever being
+        // idle: this test is about the lineage-only case.
+        "[evidence]\nheartbeat_interval_ms = 500\nseal_interval_ms = 200\n[filter]\nfile_ops = []\nnet_ops = []\n",
     )
     .unwrap();
     path.to_string_lossy().into_owned()
@@ -202,9 +204,15 @@ impl Drop for Tmpfs {
 
 #[test]
 fn disk_full_refuses_and_declares_then_recovers_without_corruption() {
-    let fs = Tmpfs::mount("8m");
+    let fs = Tmpfs::mount("32m");
     let data = fs.0.join("lineage");
-    let agent = Agent::start_in(&data, &["--print", "none"]);
+    // Lineage events only, so the volume written before the disk fills stays small and fixed.
+    let config = fs.0.join("agent.toml");
+    std::fs::write(&config, "[filter]\nfile_ops = []\nnet_ops = []\n").unwrap();
+    let agent = Agent::start_in(
+        &data,
+        &["--print", "none", "--config", config.to_str().unwrap()],
+    );
     exec_storm(200);
     std::thread::sleep(Duration::from_millis(1500));
     let sealed_before: Vec<_> = std::fs::read_dir(data.join("segments"))
