@@ -220,15 +220,15 @@ pub fn markdown(r: &Results) -> String {
             "Machine: {} × {} cores, kernel {}. Agent: {}, binary built {} UTC, run from commit {}. Load average (1/5/15 min) before: {}, after: {}. Suite took {:.0} s.\n",
             m.cpu_model, m.cores, m.kernel, m.agent_version, m.agent_built, m.commit, m.load_before, m.load_after, m.duration_s
         );
-        let busy = |l: &str| {
+        let load1 = |l: &str| {
             l.split_whitespace()
                 .next()
                 .and_then(|x| x.parse::<f64>().ok())
                 .unwrap_or(0.0)
-                > 0.5
         };
-        if busy(&m.load_before) || busy(&m.load_after) {
-            let _ = writeln!(w, "> **Taken under load**: the 1-minute load average was above 0.5 around the run, so other work shared these {} cores. Ratios are measured within the same round and are less affected than absolute figures.\n", m.cores);
+        let _ = writeln!(w, "Outside the suite's own processes, the machine was {}% busy during the run (the load average after includes the suite's own generator, agent and auditd).\n", fmt(m.other_cpu_pct, 0));
+        if load1(&m.load_before) > 0.5 || m.other_cpu_pct > 15.0 {
+            let _ = writeln!(w, "> **Taken under load**: other work shared these {} cores (1-minute load before the run {}, {}% of the machine busy outside the suite during it). Ratios are measured within the same round and are less affected than absolute figures.\n", m.cores, m.load_before.split_whitespace().next().unwrap_or("?"), fmt(m.other_cpu_pct, 0));
         }
     }
     let all: Vec<&Trial> = r

@@ -190,7 +190,13 @@ pub struct Machine {
     pub cores: usize,
     pub kernel: String,
     pub load_before: String,
+    /// Includes the suite's own processes (generator, agent, auditd), so it is high after
+    /// any run; `other_cpu_pct` is the figure that tells whether other work shared the cores.
     pub load_after: String,
+    /// CPU used during the run by everything outside the suite's own processes, as % of all
+    /// cores (busy time from /proc/stat minus the suite's and its children's CPU). Kernel
+    /// threads working for the suite (kauditd, writeback) count as outside.
+    pub other_cpu_pct: f64,
     pub agent_version: String,
     /// When the agent binary under test was built (its mtime, UTC): `commit` is the checkout
     /// the suite ran in, which may be newer than the binary.
@@ -237,6 +243,40 @@ pub struct Suite {
     agent_built: String,
 }
 
+/// Busy CPU time of the whole machine (ns), from the first line of /proc/stat.
+fn machine_busy_ns() -> u64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let f: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal
+    let busy: u64 = [0usize, 1, 2, 5, 6, 7]
+        .iter()
+        .filter_map(|i| f.get(*i))
+        .sum();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    busy * (1_000_000_000 / hz)
+}
+
+/// CPU of this process and its reaped children (ns).
+fn own_cpu_ns() -> u64 {
+    let mut total = 0;
+    for who in [libc::RUSAGE_SELF, libc::RUSAGE_CHILDREN] {
+        // SAFETY: getrusage fills the struct we own.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        unsafe { libc::getrusage(who, &mut ru) };
+        let ns = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1000;
+        total += ns(ru.ru_utime) + ns(ru.ru_stime);
+    }
+    total
+}
+
 fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
@@ -280,6 +320,7 @@ fn machine(agent: &Path) -> Machine {
         kernel,
         load_before: loadavg(),
         load_after: String::new(),
+        other_cpu_pct: f64::NAN,
         agent_version: out(Command::new(agent).arg("--version")),
         agent_built: built(agent),
         commit: out(Command::new("git").args(["rev-parse", "--short", "HEAD"])),
@@ -359,6 +400,7 @@ impl Suite {
             }
         }
         let started = std::time::Instant::now();
+        let (busy0, own0) = (machine_busy_ns(), own_cpu_ns());
         let mut r = Results {
             mode: if self.args.quick {
                 "quick".into()
@@ -406,6 +448,10 @@ impl Suite {
         if let Some(m) = r.machine.as_mut() {
             m.load_after = loadavg();
             m.duration_s = started.elapsed().as_secs_f64();
+            let other = machine_busy_ns().saturating_sub(busy0) as f64
+                - own_cpu_ns().saturating_sub(own0) as f64;
+            m.other_cpu_pct =
+                (other.max(0.0) / (m.duration_s * 1e9 * m.cores.max(1) as f64) * 100.0).min(100.0);
         }
         Ok(r)
     }
