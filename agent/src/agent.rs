@@ -39,8 +39,9 @@ use crate::{
     snapshot,
 };
 
-/// How often the recorder checks its seal cadence and the metrics page is refreshed.
-const TICK: Duration = Duration::from_millis(100);
+/// How often the recorder checks its seal cadence: a segment is sealed at most this late after
+/// its deadline (the benchmark measured sealed p99 = interval + 82 ms with a 100 ms tick).
+const TICK: Duration = Duration::from_millis(20);
 
 pub fn boot_time_ns() -> u64 {
     clock_ns(libc::CLOCK_BOOTTIME)
@@ -455,12 +456,14 @@ pub async fn run(
             _ = poll.tick() => {
                 out.drain(ring.get_mut(), &mut pipeline);
             }
-            _ = reconcile.tick() => out.reconcile(&ebpf, &mut pipeline)?,
+            _ = reconcile.tick() => {
+                out.reconcile(&ebpf, &mut pipeline)?;
+                page.set(report::metrics_page(&pipeline, &out.recorder, &statuses, probes::ring_fill(&ebpf).unwrap_or(0)));
+            }
             Some(query) = lineage_rx.recv() => answer_lineage(query, &pipeline),
             _ = sighup.recv() => reload_filter(config_path.as_deref(), &mut ebpf, &mut out, &mut ledger),
             _ = tick.tick() => {
                 out.tick(&ebpf, &mut ledger);
-                page.set(report::metrics_page(&pipeline, &out.recorder, &statuses, probes::ring_fill(&ebpf).unwrap_or(0)));
             }
         }
     };
