@@ -15,7 +15,8 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use lineage_common::{
-    builtin_rule, file_op, path_flags, rule_action, PendingSyscall, RecordKind, FILE_OP_FIXED_LEN, PATH_CAP,
+    builtin_rule, file_op, path_flags, rule_action, PendingSyscall, RecordKind, FILE_OP_FIXED_LEN,
+    PATH_CAP,
 };
 
 use crate::{
@@ -50,22 +51,38 @@ fn file_args(ctx: &TracePointContext, syscall: i32) -> Option<PendingSyscall> {
         ..Default::default()
     };
     match syscall {
-        nr::OPEN => (p.op, p.ptr1, p.flags, p.mode) = (file_op::OPEN, a(0), a(1) as u32, a(2) as u32),
-        nr::CREAT => (p.op, p.ptr1, p.flags, p.mode) = (file_op::OPEN, a(0), O_CREAT | O_WRONLY | O_TRUNC, a(1) as u32),
-        nr::OPENAT => (p.op, p.dirfd, p.ptr1, p.flags, p.mode) = (file_op::OPEN, a(0) as i32, a(1), a(2) as u32, a(3) as u32),
+        nr::OPEN => {
+            (p.op, p.ptr1, p.flags, p.mode) = (file_op::OPEN, a(0), a(1) as u32, a(2) as u32)
+        }
+        nr::CREAT => {
+            (p.op, p.ptr1, p.flags, p.mode) = (
+                file_op::OPEN,
+                a(0),
+                O_CREAT | O_WRONLY | O_TRUNC,
+                a(1) as u32,
+            )
+        }
+        nr::OPENAT => {
+            (p.op, p.dirfd, p.ptr1, p.flags, p.mode) =
+                (file_op::OPEN, a(0) as i32, a(1), a(2) as u32, a(3) as u32)
+        }
         nr::OPENAT2 => {
             // struct open_how { u64 flags; u64 mode; u64 resolve; }
             let how = a(2) as *const u64;
             // SAFETY: user pointer read through the checked helper.
             let flags = unsafe { bpf_probe_read_user(how) }.unwrap_or(0);
             let mode = unsafe { bpf_probe_read_user(how.wrapping_add(1)) }.unwrap_or(0);
-            (p.op, p.dirfd, p.ptr1, p.flags, p.mode) = (file_op::OPEN, a(0) as i32, a(1), flags as u32, mode as u32);
+            (p.op, p.dirfd, p.ptr1, p.flags, p.mode) =
+                (file_op::OPEN, a(0) as i32, a(1), flags as u32, mode as u32);
         }
         nr::UNLINK => (p.op, p.ptr1) = (file_op::UNLINK, a(0)),
-        nr::UNLINKAT => (p.op, p.dirfd, p.ptr1, p.flags) = (file_op::UNLINK, a(0) as i32, a(1), a(2) as u32),
+        nr::UNLINKAT => {
+            (p.op, p.dirfd, p.ptr1, p.flags) = (file_op::UNLINK, a(0) as i32, a(1), a(2) as u32)
+        }
         nr::RENAME => (p.op, p.ptr1, p.ptr2) = (file_op::RENAME, a(0), a(1)),
         nr::RENAMEAT | nr::RENAMEAT2 => {
-            (p.op, p.dirfd, p.ptr1, p.dirfd2, p.ptr2) = (file_op::RENAME, a(0) as i32, a(1), a(2) as i32, a(3));
+            (p.op, p.dirfd, p.ptr1, p.dirfd2, p.ptr2) =
+                (file_op::RENAME, a(0) as i32, a(1), a(2) as i32, a(3));
             if syscall == nr::RENAMEAT2 {
                 p.flags = a(4) as u32;
             }
@@ -83,7 +100,16 @@ fn file_args(ctx: &TracePointContext, syscall: i32) -> Option<PendingSyscall> {
                 p.flags = AT_SYMLINK_NOFOLLOW;
             }
         }
-        nr::FCHOWNAT => (p.op, p.dirfd, p.ptr1, p.uid, p.gid, p.flags) = (file_op::CHOWN, a(0) as i32, a(1), a(2) as u32, a(3) as u32, a(4) as u32),
+        nr::FCHOWNAT => {
+            (p.op, p.dirfd, p.ptr1, p.uid, p.gid, p.flags) = (
+                file_op::CHOWN,
+                a(0) as i32,
+                a(1),
+                a(2) as u32,
+                a(3) as u32,
+                a(4) as u32,
+            )
+        }
         _ => return None,
     }
     Some(p)
@@ -104,7 +130,10 @@ pub fn sys_enter_file(ctx: TracePointContext) -> u32 {
         filter::count(builtin_rule::OP_DISABLED);
         return 0;
     }
-    if pending.op == file_op::OPEN && cfg.open_flags_mask != 0 && pending.flags & cfg.open_flags_mask == 0 {
+    if pending.op == file_op::OPEN
+        && cfg.open_flags_mask != 0
+        && pending.flags & cfg.open_flags_mask == 0
+    {
         filter::count(builtin_rule::OPEN_FLAGS);
         return 0;
     }
@@ -124,7 +153,11 @@ fn read_path(src: u64, dst: *mut u8, truncated: u32) -> (u32, u32) {
         return (0, path_flags::PATH_UNREADABLE);
     }
     let len = (n as u32 - 1) & (PATH_CAP as u32 - 1);
-    let flags = if n as usize == PATH_CAP && user_byte(src + PATH_CAP as u64 - 1) != Some(0) { truncated } else { 0 };
+    let flags = if n as usize == PATH_CAP && user_byte(src + PATH_CAP as u64 - 1) != Some(0) {
+        truncated
+    } else {
+        0
+    };
     (len, flags)
 }
 
@@ -150,7 +183,11 @@ pub fn sys_exit_file(ctx: TracePointContext) -> u32 {
     // SAFETY: `ret` is at offset 16; `rec` is this CPU's scratch slot.
     unsafe {
         let result: i64 = ctx.read_at(16).unwrap_or(0);
-        let (path_len, mut trunc) = read_path(pending.ptr1, (*rec).path.as_mut_ptr(), path_flags::PATH_TRUNCATED);
+        let (path_len, mut trunc) = read_path(
+            pending.ptr1,
+            (*rec).path.as_mut_ptr(),
+            path_flags::PATH_TRUNCATED,
+        );
         (*rec).path_len = path_len;
         (*rec).path_prefix_bits = path_len * 8;
         // The longest configured prefix decides; with include-only paths, no match drops.
@@ -169,7 +206,11 @@ pub fn sys_exit_file(ctx: TracePointContext) -> u32 {
         }
         let mut path2_len = 0;
         if pending.op == file_op::RENAME {
-            let (len2, t2) = read_path(pending.ptr2, (*rec).path2.as_mut_ptr(), path_flags::PATH2_TRUNCATED);
+            let (len2, t2) = read_path(
+                pending.ptr2,
+                (*rec).path2.as_mut_ptr(),
+                path_flags::PATH2_TRUNCATED,
+            );
             path2_len = len2;
             trunc |= t2;
         }

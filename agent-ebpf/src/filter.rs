@@ -1,7 +1,9 @@
 //! Kernel-side filters: cheap checks on the acting task before anything is copied, each
 //! suppression counted per rule so completeness stays relative to a recorded policy.
 
-use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_uid_gid, generated::bpf_get_current_cgroup_id};
+use aya_ebpf::helpers::{
+    bpf_get_current_comm, bpf_get_current_uid_gid, generated::bpf_get_current_cgroup_id,
+};
 use lineage_common::{builtin_rule, filter_mode, rule_action, FilterConfig};
 
 use crate::maps::{COMM_FILTER, FILTERED, FILTER_CONFIG};

@@ -5,8 +5,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use lineage_common::{
-    ExecArgsRecord, FileOpRecord, FilterConfig, FilterRule, KernelOffsets, PendingSyscall, COMM_LEN,
-    FILTER_SLOTS, KIND_SLOTS, PATH_CAP,
+    ExecArgsRecord, FileOpRecord, FilterConfig, FilterRule, KernelOffsets, PendingSyscall,
+    COMM_LEN, FILTER_SLOTS, KIND_SLOTS, PATH_CAP,
 };
 
 /// The single ring buffer every record goes through (one MPSC queue keeps cross-CPU order).

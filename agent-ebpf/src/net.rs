@@ -103,17 +103,21 @@ fn read_sockaddr(rec: &mut NetRecord, addr: u64, len: u64) {
     rec.family = family;
     match family {
         AF_INET | AF_INET6 => {
-            let port: u16 = unsafe { bpf_probe_read_user(base.wrapping_add(2) as *const u16) }.unwrap_or(0);
+            let port: u16 =
+                unsafe { bpf_probe_read_user(base.wrapping_add(2) as *const u16) }.unwrap_or(0);
             rec.remote_port = u16::from_be(port);
             let (at, n) = if family == AF_INET { (4, 4) } else { (8, 16) };
-            if unsafe { bpf_probe_read_user_buf(base.wrapping_add(at), &mut rec.addr[..n]) }.is_ok() {
+            if unsafe { bpf_probe_read_user_buf(base.wrapping_add(at), &mut rec.addr[..n]) }.is_ok()
+            {
                 rec.addr_len = n as u16;
             }
         }
         AF_UNIX => {
             // sun_path follows the 2-byte family; `len` bounds what the caller passed.
             let path_len = (len.saturating_sub(2) as usize).min(108);
-            if path_len > 0 && unsafe { bpf_probe_read_user_buf(base.wrapping_add(2), &mut rec.addr) }.is_ok() {
+            if path_len > 0
+                && unsafe { bpf_probe_read_user_buf(base.wrapping_add(2), &mut rec.addr) }.is_ok()
+            {
                 rec.addr_len = path_len as u16;
             }
         }
@@ -137,7 +141,8 @@ fn read_sock(rec: &mut NetRecord, sk: Task) {
         // SAFETY: kernel memory through the checked helper.
         unsafe {
             let _ = bpf_probe_read_kernel_buf(sk.field_ptr(off.skc_v6_daddr), &mut rec.addr[..16]);
-            let _ = bpf_probe_read_kernel_buf(sk.field_ptr(off.skc_v6_rcv_saddr), &mut rec.local_addr);
+            let _ =
+                bpf_probe_read_kernel_buf(sk.field_ptr(off.skc_v6_rcv_saddr), &mut rec.local_addr);
         }
         rec.addr_len = 16;
     }

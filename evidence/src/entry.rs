@@ -1285,8 +1285,14 @@ pub const MAX_POLICY_LEN: usize = 64 * 1024;
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(tag = "form", rename_all = "snake_case")]
 pub enum Filter {
-    Policy { policy_digest: Digest, text: String },
-    Counts { policy_digest: Digest, counts: Vec<FilterCount> },
+    Policy {
+        policy_digest: Digest,
+        text: String,
+    },
+    Counts {
+        policy_digest: Digest,
+        counts: Vec<FilterCount>,
+    },
 }
 
 /// One rule's suppressed events in a FILTER counts entry.
@@ -1299,21 +1305,30 @@ pub struct FilterCount {
 impl Filter {
     /// A POLICY entry for `text`, with its digest.
     pub fn policy(text: &str) -> Self {
-        Filter::Policy { policy_digest: Digest(*blake3::hash(text.as_bytes()).as_bytes()), text: text.to_owned() }
+        Filter::Policy {
+            policy_digest: Digest(*blake3::hash(text.as_bytes()).as_bytes()),
+            text: text.to_owned(),
+        }
     }
 
     /// Appends the entry bytes to `out`.
     pub fn encode_into(&self, out: &mut Vec<u8>) {
         put_header(out, EntryKind::Filter);
         match self {
-            Filter::Policy { policy_digest, text } => {
+            Filter::Policy {
+                policy_digest,
+                text,
+            } => {
                 out.extend_from_slice(&1u16.to_le_bytes());
                 out.extend_from_slice(&[0; 2]);
                 out.extend_from_slice(&policy_digest.0);
                 out.extend_from_slice(&(text.len() as u32).to_le_bytes());
                 out.extend_from_slice(text.as_bytes());
             }
-            Filter::Counts { policy_digest, counts } => {
+            Filter::Counts {
+                policy_digest,
+                counts,
+            } => {
                 out.extend_from_slice(&2u16.to_le_bytes());
                 out.extend_from_slice(&[0; 2]);
                 out.extend_from_slice(&policy_digest.0);
@@ -1351,11 +1366,15 @@ impl Filter {
                 if n > MAX_POLICY_LEN {
                     return Err(malformed(k, "policy text too long"));
                 }
-                let text = std::str::from_utf8(r.bytes(n).ok_or_else(short)?).map_err(|_| malformed(k, "policy text is not UTF-8"))?;
+                let text = std::str::from_utf8(r.bytes(n).ok_or_else(short)?)
+                    .map_err(|_| malformed(k, "policy text is not UTF-8"))?;
                 if blake3::hash(text.as_bytes()).as_bytes() != &policy_digest.0 {
                     return Err(malformed(k, "policy digest does not match the text"));
                 }
-                Filter::Policy { policy_digest, text: text.to_owned() }
+                Filter::Policy {
+                    policy_digest,
+                    text: text.to_owned(),
+                }
             }
             2 => {
                 if n > MAX_FILTER_RULES {
@@ -1367,9 +1386,15 @@ impl Filter {
                     if r.u32().ok_or_else(short)? != 0 {
                         return Err(malformed(k, "reserved bytes not zero"));
                     }
-                    counts.push(FilterCount { rule_id, suppressed: r.u64().ok_or_else(short)? });
+                    counts.push(FilterCount {
+                        rule_id,
+                        suppressed: r.u64().ok_or_else(short)?,
+                    });
                 }
-                Filter::Counts { policy_digest, counts }
+                Filter::Counts {
+                    policy_digest,
+                    counts,
+                }
             }
             _ => return Err(malformed(k, "unknown form")),
         };
@@ -1387,14 +1412,28 @@ mod filter_tests {
         let policy = Filter::policy("[rules]\n8 = \"exclude /tmp/skip\"\n");
         let bytes = policy.encode();
         assert_eq!(Entry::parse(&bytes).unwrap(), Entry::Filter(policy.clone()));
-        let Filter::Policy { policy_digest, .. } = policy else { unreachable!() };
-        let counts = Filter::Counts { policy_digest, counts: vec![FilterCount { rule_id: 8, suppressed: 1000 }] };
-        assert_eq!(Entry::parse(&counts.encode()).unwrap(), Entry::Filter(counts));
+        let Filter::Policy { policy_digest, .. } = policy else {
+            unreachable!()
+        };
+        let counts = Filter::Counts {
+            policy_digest,
+            counts: vec![FilterCount {
+                rule_id: 8,
+                suppressed: 1000,
+            }],
+        };
+        assert_eq!(
+            Entry::parse(&counts.encode()).unwrap(),
+            Entry::Filter(counts)
+        );
         // A text that does not match its digest is refused.
         let mut bad = bytes.clone();
         let last = bad.len() - 1;
         bad[last] ^= 1;
-        assert!(matches!(Entry::parse(&bad), Err(EntryError::Malformed { .. })));
+        assert!(matches!(
+            Entry::parse(&bad),
+            Err(EntryError::Malformed { .. })
+        ));
         // Truncated bodies never panic and never parse.
         for cut in 4..bytes.len() {
             assert!(Entry::parse(&bytes[..cut]).is_err());
