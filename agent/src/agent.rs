@@ -121,10 +121,17 @@ impl Outputs {
     }
 
     fn emit(&mut self, mut event: Event, pipeline: &mut Pipeline) {
-        self.sink.emit(&event, pipeline.table());
-        self.publish_live(&event, pipeline);
-        // Ancestry is derivable from parent links on the chain; it is only kept live.
-        event.ancestors.clear();
+        // Ancestry is derivable from parent links on the chain, so it is only walked for the
+        // readers of live output, not on every event.
+        let live = self.sink.prints() || self.live.receiver_count() > 0;
+        if live {
+            if let Some(id) = &event.exec_id {
+                event.ancestors = pipeline.table().ancestors(id);
+            }
+            self.sink.emit(&event, pipeline.table());
+            self.publish_live(&event, pipeline);
+            event.ancestors.clear();
+        }
         self.buf.clear();
         if serde_json::to_writer(&mut self.buf, &event).is_ok() {
             self.recorder.append_event(&self.buf, event.time_ns);

@@ -66,7 +66,7 @@ impl Pipeline {
                     pid: img.tgid,
                     tgid: img.tgid,
                     parent_exec_id: img.parent_exec_id.clone(),
-                    ancestors: self.table.ancestors(&id),
+                    ancestors: Vec::new(),
                     exec_id: Some(id),
                     cpu: None,
                     seq: None,
@@ -114,10 +114,8 @@ impl Pipeline {
                 time_ns: h.ktime_ns,
                 pid: h.pid,
                 tgid: h.tgid,
-                ancestors: exec_id
-                    .as_ref()
-                    .map(|id| table.ancestors(id))
-                    .unwrap_or_default(),
+                // Filled by the outputs only when someone reads it (see agent.rs).
+                ancestors: Vec::new(),
                 parent_exec_id: parent,
                 exec_id,
                 cpu: Some(h.cpu),

@@ -14,6 +14,11 @@ pub struct Sink {
 }
 
 impl Sink {
+    /// Whether events are printed at all.
+    pub fn prints(&self) -> bool {
+        self.format != Print::None
+    }
+
     pub fn new(format: Print) -> Self {
         Sink {
             format,
