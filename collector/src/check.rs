@@ -104,8 +104,12 @@ pub fn check_segment(ctx: &Context<'_>, number: u64, bytes: &[u8]) -> Result<Acc
         }
     }
 
-    let mut trusted: Vec<PublicKey> = ctx.trusted.to_vec();
-    trusted.extend(ctx.key_in_effect);
+    // Pinned keys are only the starting anchor: once a key is in effect, it alone may sign
+    // (a retired key must not be accepted because it was pinned once).
+    let trusted: Vec<PublicKey> = match ctx.key_in_effect {
+        Some(k) => vec![k],
+        None => ctx.trusted.to_vec(),
+    };
     let mut v = Verifier::new(VerifyOptions {
         trusted_keys: trusted,
         known_head: None,
@@ -133,8 +137,12 @@ pub fn check_segment(ctx: &Context<'_>, number: u64, bytes: &[u8]) -> Result<Acc
     for (i, e) in view.entries().enumerate() {
         let index = header.first_index + i as u64;
         match Entry::parse(e) {
+            // Only the first valid rotation of a segment counts (FORMAT.md §9.2).
             Ok(Entry::KeyRotation(r))
-                if r.old_public == header.public_key && r.verify(&header.host_id, index) =>
+                if next_key == header.public_key
+                    && r.old_public == header.public_key
+                    && r.new_public != header.public_key
+                    && r.verify(&header.host_id, index) =>
             {
                 next_key = r.new_public;
             }
@@ -254,6 +262,47 @@ mod tests {
                 .kind(),
             FindingKind::UnknownKey
         );
+    }
+
+    /// Issue 13: with `trusted_keys` pinning the old key, a segment the retired key signed
+    /// after the rotation was accepted and reset the key in effect to the retired key.
+    #[test]
+    fn a_pinned_key_retired_by_rotation_is_refused() {
+        let k1 = SecretKey::from_seed([1; 32]);
+        let k2 = SecretKey::from_seed([2; 32]);
+        let mut w = ChainWriter::new(HOST);
+        w.append_key_rotation(&k1, &k2.public()).unwrap();
+        let s0 = w.seal(1, &k1).to_bytes();
+        w.append_event(1, b"x").unwrap();
+        let s1_old = w.seal(2, &k1).to_bytes();
+        let pinned = [k1.public()];
+        let first = Context {
+            trusted: &pinned,
+            ..ctx(None, None)
+        };
+        let a = check_segment(&first, 0, &s0).unwrap();
+        assert_eq!(a.next_key, k2.public());
+        let after = Context {
+            trusted: &pinned,
+            ..ctx(Some((0, &s0)), Some(a.next_key))
+        };
+        let r = check_segment(&after, 1, &s1_old).unwrap_err();
+        assert_eq!(r.kind(), FindingKind::UnknownKey, "{:?}", r.findings);
+        // Also when segments in between are absent (the rotation is not in the previous one).
+        let mut w = ChainWriter::new(HOST);
+        w.append_key_rotation(&k1, &k2.public()).unwrap();
+        let _ = w.seal(1, &k1);
+        w.append_event(1, b"y").unwrap();
+        let s1 = w.seal(2, &k2).to_bytes();
+        let _ = w.seal(3, &k2);
+        w.append_event(1, b"z").unwrap();
+        let s3_old = w.seal(4, &k1).to_bytes();
+        let gap = Context {
+            trusted: &pinned,
+            ..ctx(Some((1, &s1)), Some(k2.public()))
+        };
+        let r = check_segment(&gap, 3, &s3_old).unwrap_err();
+        assert_eq!(r.kind(), FindingKind::UnknownKey, "{:?}", r.findings);
     }
 
     #[test]

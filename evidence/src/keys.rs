@@ -108,8 +108,14 @@ impl PublicKey {
         KeyId(id)
     }
 
-    /// Strict Ed25519 verification (rejects small-order keys and non-canonical signatures).
+    /// Strict Ed25519 verification (FORMAT.md §2.1): the public key `A` and the signature's
+    /// `R` must be canonical encodings of points that are not of small order, and `S` must be
+    /// below the group order. `verify_strict` checks all of that except a non-canonical `A`
+    /// (a `y` coordinate ≥ p), which is refused here first.
     pub fn verify(&self, msg: &[u8], sig: &[u8; SIGNATURE_LEN]) -> bool {
+        if !is_canonical_point_encoding(&self.0) {
+            return false;
+        }
         let Ok(vk) = VerifyingKey::from_bytes(&self.0) else {
             return false;
         };
@@ -273,6 +279,13 @@ impl SecretKey {
     }
 }
 
+/// Whether the 255-bit `y` of an Edwards point encoding is below p = 2^255 - 19. The only
+/// non-canonical values are p..2^255-1: low byte ≥ 0xed, then all ones.
+fn is_canonical_point_encoding(b: &[u8; 32]) -> bool {
+    let all_ones = b[1..31].iter().all(|&x| x == 0xff) && b[31] & 0x7f == 0x7f;
+    !(all_ones && b[0] >= 0xed)
+}
+
 fn read_limited(path: &Path) -> Result<String, KeyError> {
     let io = |source| KeyError::Io {
         path: path.to_owned(),
@@ -365,5 +378,40 @@ mod tests {
         assert!(pk.verify(b"m", &sig));
         assert!(!pk.verify(b"n", &sig));
         assert!(!PublicKey::from_bytes([0; 32]).verify(b"m", &sig));
+    }
+
+    /// The small-order forgery a lax verifier accepts for every message: A = R = identity,
+    /// S = 0 ([0]B = R + [k]A holds trivially). Also S + L (non-canonical) for a real key.
+    #[test]
+    fn strict_verification_refuses_small_order_and_non_canonical() {
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        let mut sig = [0u8; 64];
+        sig[..32].copy_from_slice(&identity);
+        assert!(!PublicKey::from_bytes(identity).verify(b"anything", &sig));
+        // Non-canonical encoding of the identity (y = p + 1).
+        let mut y_p1 = [0xffu8; 32];
+        y_p1[0] = 0xee;
+        y_p1[31] = 0x7f;
+        assert!(!is_canonical_point_encoding(&y_p1));
+        assert!(!PublicKey::from_bytes(y_p1).verify(b"anything", &sig));
+        assert!(is_canonical_point_encoding(&identity));
+
+        let k = SecretKey::from_seed([1; 32]);
+        let good = k.sign(b"m");
+        assert!(k.public().verify(b"m", &good));
+        // S + L: the same signature with a non-canonical scalar.
+        const L: [u8; 32] = [
+            0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9,
+            0xde, 0x14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+        ];
+        let mut bad = good;
+        let mut carry = 0u16;
+        for i in 0..32 {
+            let v = bad[32 + i] as u16 + L[i] as u16 + carry;
+            bad[32 + i] = v as u8;
+            carry = v >> 8;
+        }
+        assert!(!k.public().verify(b"m", &bad));
     }
 }

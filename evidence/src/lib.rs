@@ -18,6 +18,7 @@
 //! - [`segment`]: the sealed segment header and file encoding, and its parser.
 //! - [`keys`]: Ed25519 key generation, files, key ids.
 //! - [`store`]: one immutable file per segment in a directory, written atomically.
+//! - [`trust`]: which key may sign which segment (anchors, rotations, retired keys).
 //! - [`verify`]: the offline verifier and its findings.
 //! - [`proof`]: standalone single-entry inclusion proofs.
 
@@ -29,6 +30,7 @@ pub mod merkle;
 pub mod proof;
 pub mod segment;
 pub mod store;
+pub mod trust;
 pub mod verify;
 mod wire;
 

@@ -26,6 +26,7 @@ use crate::keys::{KeyId, PublicKey};
 use crate::merkle;
 use crate::segment::{SegmentHeader, SegmentView};
 use crate::store::{SegmentStore, StoreError};
+use crate::trust::{KeyTracker, Refusal, Retired, RotationRefusal};
 
 /// What a finding says. The names are part of the CLI's JSON output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
@@ -676,7 +677,7 @@ impl Verifier {
         }
 
         let host = chain.first().map(|c| c.header.host_id);
-        let mut current_key: Option<PublicKey> = None;
+        let mut tracker = KeyTracker::new(&self.opts.trusted_keys);
         let mut keys: Vec<KeyUse> = Vec::new();
         let mut prev: Option<&Checked> = None;
         let mut expected = 0u64;
@@ -688,6 +689,7 @@ impl Verifier {
         for c in &chain {
             let h = &c.header;
             let n = h.segment_number;
+            let after_gap = n > expected;
             if n > expected {
                 let before = prev.map_or(0, |p| p.header.end_index());
                 gaps.push((expected, n - 1, before, h.first_index));
@@ -765,64 +767,7 @@ impl Verifier {
                 );
             }
 
-            // Keys: the segment must be signed by the key in effect or a trusted key.
-            let k = h.public_key;
-            let trusted = self.opts.trusted_keys.contains(&k);
-            let accepted = current_key == Some(k)
-                || trusted
-                || (self.opts.trusted_keys.is_empty() && current_key.is_none());
-            if accepted {
-                current_key = Some(k);
-                match keys.iter_mut().find(|u| u.public_key == k) {
-                    Some(u) => u.segments.last = n,
-                    None => keys.push(KeyUse {
-                        key_id: h.key_id,
-                        public_key: k,
-                        segments: Range::one(n),
-                    }),
-                }
-            } else {
-                let why = if current_key.is_some() {
-                    "neither the key in effect nor a trusted key, and no valid KEY_ROTATION introduced it"
-                } else if n > 0 {
-                    "not one of the trusted keys; the log starts at this segment, so a KEY_ROTATION \
-                     in a deleted earlier segment may have introduced it: trust the key in effect"
-                } else {
-                    "not one of the trusted keys"
-                };
-                self.findings.push(
-                    Finding::new(
-                        FindingKind::UnknownKey,
-                        format!("signed by key {} ({why})", h.key_id),
-                    )
-                    .seg(n)
-                    .file(&c.file)
-                    .ents(range_of(h)),
-                );
-            }
-            for (index, rot) in &c.rotations {
-                let bad = |what: &str| {
-                    Finding::new(
-                        FindingKind::BadSignature,
-                        format!(
-                            "KEY_ROTATION to {} rejected: {what}",
-                            rot.new_public.key_id()
-                        ),
-                    )
-                    .seg(n)
-                    .ents(Some(Range::one(*index)))
-                    .file(&c.file)
-                };
-                if rot.old_public != h.public_key {
-                    self.findings
-                        .push(bad("its old key is not the key that signed the segment"));
-                } else if !rot.verify(&h.host_id, *index) {
-                    self.findings
-                        .push(bad("the old key's signature does not verify"));
-                } else if accepted {
-                    current_key = Some(rot.new_public);
-                }
-            }
+            let accepted = self.judge_keys(&mut tracker, c, after_gap, &mut keys);
             if accepted {
                 retentions.extend(c.retentions.iter().map(|(i, r)| (n, *i, *r)));
             }
@@ -945,6 +890,115 @@ impl Verifier {
             findings: self.findings,
             notices: self.notices,
         }
+    }
+
+    /// Judges the key of segment `c` and its KEY_ROTATION entries (FORMAT.md §9.2 "Keys"),
+    /// reporting UNKNOWN_KEY or BAD_SIGNATURE; returns whether the segment is accepted.
+    fn judge_keys(
+        &mut self,
+        tracker: &mut KeyTracker,
+        c: &Checked,
+        after_gap: bool,
+        keys: &mut Vec<KeyUse>,
+    ) -> bool {
+        let h = &c.header;
+        let n = h.segment_number;
+        let k = h.public_key;
+        let accepted = match tracker.accept(k, after_gap) {
+            Ok(()) => {
+                match keys.iter_mut().find(|u| u.public_key == k) {
+                    Some(u) => u.segments.last = n,
+                    None => keys.push(KeyUse {
+                        key_id: h.key_id,
+                        public_key: k,
+                        segments: Range::one(n),
+                    }),
+                }
+                true
+            }
+            Err(refusal) => {
+                let why = match refusal {
+                    Refusal::Retired(Retired::Rotation(index)) => format!(
+                        "a retired key: the KEY_ROTATION at entry {index} replaced it, and a \
+                         retired key signs nothing after its rotation"
+                    ),
+                    Refusal::NotInEffect(in_effect) => format!(
+                        "a trusted key, but key {} is in effect and no valid KEY_ROTATION \
+                         introduced this one; a trusted key is only a starting anchor",
+                        in_effect.key_id()
+                    ),
+                    Refusal::Unknown { in_effect: Some(_) } => "neither the key in effect nor a \
+                        trusted key, and no valid KEY_ROTATION introduced it"
+                        .to_string(),
+                    Refusal::Unknown { in_effect: None } if n > 0 => "not one of the trusted \
+                        keys; the log starts at this segment, so a KEY_ROTATION in a deleted \
+                        earlier segment may have introduced it: trust the key in effect"
+                        .to_string(),
+                    Refusal::Unknown { in_effect: None } => {
+                        "not one of the trusted keys".to_string()
+                    }
+                };
+                self.findings.push(
+                    Finding::new(
+                        FindingKind::UnknownKey,
+                        format!("signed by key {} ({why})", h.key_id),
+                    )
+                    .seg(n)
+                    .file(&c.file)
+                    .ents(range_of(h)),
+                );
+                false
+            }
+        };
+        let mut first = true;
+        for (index, rot) in &c.rotations {
+            let signature_ok = rot.verify(&h.host_id, *index);
+            let result = if accepted {
+                tracker.rotate(
+                    k,
+                    rot.old_public,
+                    rot.new_public,
+                    *index,
+                    signature_ok,
+                    first,
+                )
+            } else if rot.old_public != k {
+                Err(RotationRefusal::OldKeyNotSigner)
+            } else if !signature_ok {
+                Err(RotationRefusal::BadSignature)
+            } else {
+                // A valid rotation in a segment whose key is not accepted changes nothing; the
+                // segment itself is already reported.
+                Ok(())
+            };
+            let what = match result {
+                Ok(()) => {
+                    first = false;
+                    continue;
+                }
+                Err(RotationRefusal::OldKeyNotSigner) => {
+                    "its old key is not the key that signed the segment"
+                }
+                Err(RotationRefusal::BadSignature) => "the old key's signature does not verify",
+                Err(RotationRefusal::SecondRotation) => {
+                    "the segment already changed the key once (one KEY_ROTATION per segment)"
+                }
+                Err(RotationRefusal::NewKeyRetired) => "the new key was retired earlier",
+            };
+            self.findings.push(
+                Finding::new(
+                    FindingKind::BadSignature,
+                    format!(
+                        "KEY_ROTATION to {} rejected: {what}",
+                        rot.new_public.key_id()
+                    ),
+                )
+                .seg(n)
+                .ents(Some(Range::one(*index)))
+                .file(&c.file),
+            );
+        }
+        accepted
     }
 
     /// Checks honoured RETENTION entries (`(segment, index, entry)`, from accepted, intact

@@ -5,7 +5,9 @@ Recomputes every hash, link, Merkle root, header digest, key id and signature of
 evidence/testdata/v1 and compares them with the files and with expected.json; checks the key
 rotation, the continuity rules and the proof. Then checks evidence/testdata/v1-retention, a log
 whose oldest segments were deleted under a RETENTION entry (FORMAT.md §4.7, §9.2), with DROPPED
-entries (§4.8). Exits non-zero on the first mismatch.
+entries (§4.8). Then checks evidence/testdata/ed25519-strict, the strict Ed25519 rules of §2.1
+(with its own point arithmetic, because the cryptography package accepts the small-order
+forgery A = R = identity, S = 0). Exits non-zero on the first mismatch.
 
 Needs: pip install blake3 cryptography
 """
@@ -20,6 +22,7 @@ from cryptography.exceptions import InvalidSignature
 
 V1 = os.path.join(os.path.dirname(os.path.abspath(__file__)), "v1")
 V1R = os.path.join(os.path.dirname(os.path.abspath(__file__)), "v1-retention")
+STRICT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ed25519-strict")
 
 
 def H(tag, *parts):
@@ -85,12 +88,79 @@ def verify_inclusion(lf, m, n, path, root):
     return sn == 0 and r == root
 
 
+# Strict Ed25519 checks (FORMAT.md §2.1), independent of any Ed25519 library: point decoding
+# per RFC 8032 §5.1.3 and small-order detection by multiplying by the cofactor 8.
+P = 2**255 - 19
+L = 2**252 + 27742317777372353535851937790883648493
+D = (-121665 * pow(121666, P - 2, P)) % P
+SQRT_M1 = pow(2, (P - 1) // 4, P)
+
+
+def decode_point(b):
+    """RFC 8032 §5.1.3; None for a non-canonical or invalid encoding."""
+    y = int.from_bytes(b, "little") & ((1 << 255) - 1)
+    sign = b[31] >> 7
+    if y >= P:
+        return None
+    u, v = (y * y - 1) % P, (D * y * y + 1) % P
+    x = (u * pow(v, 3, P) * pow(u * pow(v, 7, P), (P - 5) // 8, P)) % P
+    if (v * x * x - u) % P != 0:
+        x = x * SQRT_M1 % P
+        if (v * x * x - u) % P != 0:
+            return None
+    if x == 0 and sign == 1:
+        return None
+    if x & 1 != sign:
+        x = P - x
+    return (x, y)
+
+
+def add(p, q):
+    (x1, y1), (x2, y2) = p, q
+    t = D * x1 * x2 * y1 * y2 % P
+    return ((x1 * y2 + x2 * y1) * pow(1 + t, P - 2, P) % P,
+            (y1 * y2 + x1 * x2) * pow(1 - t, P - 2, P) % P)
+
+
+def small_order(pt):
+    for _ in range(3):
+        pt = add(pt, pt)
+    return pt == (0, 1)
+
+
+def strict_ok(pk, sig):
+    """The checks FORMAT.md adds to RFC 8032 verification."""
+    a, r = decode_point(pk), decode_point(sig[:32])
+    return (a is not None and r is not None and not small_order(a) and not small_order(r)
+            and int.from_bytes(sig[32:], "little") < L)
+
+
 def ed_verify(pk, msg, sig):
+    """RFC 8032 verification (by the cryptography package) plus the strict checks above: the
+    package alone accepts the small-order forgery A = R = identity, S = 0."""
+    if len(pk) != 32 or len(sig) != 64 or not strict_ok(pk, sig):
+        return False
     try:
         Ed25519PublicKey.from_public_bytes(pk).verify(sig, msg)
         return True
-    except InvalidSignature:
+    except (InvalidSignature, ValueError):
         return False
+
+
+def check_strict_vectors():
+    cases = json.load(open(os.path.join(STRICT, "cases.json")))["cases"]
+    lax_accepted = 0
+    for c in cases:
+        pk, msg, sig = (bytes.fromhex(c[k]) for k in ("public_hex", "message_hex", "signature_hex"))
+        check(ed_verify(pk, msg, sig) == c["valid"], "strict verdict: " + c["name"])
+        try:
+            Ed25519PublicKey.from_public_bytes(pk).verify(sig, msg)
+            lax_accepted += not c["valid"]
+        except (InvalidSignature, ValueError):
+            pass
+    check(any(c["valid"] for c in cases) and not all(c["valid"] for c in cases), "strict cases")
+    print(f"OK: {len(cases)} strict Ed25519 cases; the plain library would have accepted "
+          f"{lax_accepted} of the invalid ones")
 
 
 def check(cond, what):
@@ -240,6 +310,7 @@ def main():
         keys[name] = pk
 
     key_in_effect = keys[exp["verify"]["trusted_keys"][0]]
+    retired = set()
     prev = None
     findings = []
     for s in exp["segments"]:
@@ -250,7 +321,8 @@ def main():
         check(header_digest(hb).hex() == s["header_digest"], f"segment {n} header digest")
         check(key_id(h["public_key"]) == h["key_id"], f"segment {n} key id")
         check(ed_verify(h["public_key"], b"lineage/segment-header/v1" + hb, sig), f"segment {n} signature")
-        check(h["public_key"] == key_in_effect, f"segment {n} signed by the key in effect")
+        check(h["public_key"] == key_in_effect and h["public_key"] not in retired,
+              f"segment {n} signed by the key in effect")
         if prev is None:
             check(n == 0 and h["first_index"] == 0 and h["prev_header_digest"] == bytes(32)
                   and h["start_link"] == genesis(host), "segment 0 starts at genesis")
@@ -272,22 +344,27 @@ def main():
             leaves.append(lf)
             kind, ver = struct.unpack_from("<HH", e)
             check(kind != 0 and ver == 1, f"entry {idx} kind/version")
+            if kind == 1:  # EVENT: at least kind, version and schema (6 bytes)
+                check(len(e) >= 6, f"EVENT {idx} length")
             if kind == 2:  # LOSS
                 check(len(e) == 44, "LOSS length")
                 cpu, flags, first, last, delta, total = struct.unpack_from("<IIQQQQ", e, 4)
                 explained = flags & 1 == 0 and delta >= last - first + 1
                 findings.append({"kind": "DECLARED_LOSS" if explained else "UNEXPLAINED_GAP",
                                  "segment": n, "entry": idx, "cpu": cpu, "sequences": [first, last]})
-            if kind == 6:  # KEY_ROTATION
+            if kind == 6:  # KEY_ROTATION (111-byte message; one per segment; retires the old key)
                 check(len(e) == 132, "KEY_ROTATION length")
                 old, new, rsig = e[4:36], e[36:68], e[68:132]
                 msg = b"lineage/key-rotation/v1" + host + struct.pack("<Q", idx) + old + new
+                check(len(msg) == 111, "rotation message length")
                 check(old == h["public_key"] and ed_verify(old, msg, rsig), f"rotation at {idx}")
+                check(next_key is None and new not in retired, f"rotation at {idx} is the segment's first")
                 next_key = new
         check(lk == h["chain_head"] and lk.hex() == s["chain_head"], f"segment {n} chain head")
         check(mth(leaves) == h["merkle_root"] and h["merkle_root"].hex() == s["merkle_root"],
               f"segment {n} Merkle root")
         if next_key is not None:
+            retired.add(key_in_effect)
             key_in_effect = next_key
         prev = (h, hb)
     check(findings == exp["verify"]["findings"], "findings")
@@ -314,6 +391,7 @@ def main():
     print(f"OK: {len(exp['segments'])} segments, all hashes, links, roots, signatures, the rotation "
           f"and the proof match docs/FORMAT.md")
     check_retention_vectors()
+    check_strict_vectors()
 
 
 if __name__ == "__main__":

@@ -339,6 +339,110 @@ fn valid_key_rotation_is_accepted() {
     assert_eq!(r.keys[1].segments, Range::new(2, 3));
 }
 
+/// Issue 13: after a KEY_ROTATION the retired key still passed `verify --key old`. Whoever
+/// holds the retired key (it leaked, which is why it was rotated) appends a segment signed by
+/// it after the rotation: rejected whether the verifier trusts the old key, both keys, or
+/// nothing, and also after a gap (deleting the segments in between does not revive it).
+#[test]
+fn retired_key_signs_nothing_after_its_rotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SegmentStore::create(dir.path()).unwrap();
+    let (old, new) = (key(), foreign_key());
+    let mut w = ChainWriter::new(HOST);
+    w.append_event(1, b"a").unwrap();
+    store.write(&w.seal(1, &old)).unwrap();
+    w.append_key_rotation(&old, &new.public()).unwrap();
+    store.write(&w.seal(2, &old)).unwrap();
+    w.append_event(1, b"b").unwrap();
+    store.write(&w.seal(3, &new)).unwrap();
+    // The holder of the retired key extends the log.
+    w.append_event(1, b"written with the retired key").unwrap();
+    store.write(&w.seal(4, &old)).unwrap();
+    let both = VerifyOptions {
+        trusted_keys: vec![old.public(), new.public()],
+        known_head: None,
+    };
+    for opts in [trusted(), both.clone(), VerifyOptions::default()] {
+        let r = verify_dir(dir.path(), &opts).unwrap();
+        assert_eq!(
+            kinds(&r),
+            vec![FindingKind::UnknownKey],
+            "{:#?}",
+            r.findings
+        );
+        assert_eq!(r.findings[0].segments, Some(Range::one(3)));
+        assert!(
+            r.findings[0].detail.contains("retired"),
+            "{}",
+            r.findings[0].detail
+        );
+    }
+    // Delete segment 2 so a gap precedes the forged segment: still retired.
+    w.append_event(1, b"c").unwrap();
+    store.write(&w.seal(5, &old)).unwrap();
+    fs::remove_file(seg_path(dir.path(), 2)).unwrap();
+    fs::remove_file(seg_path(dir.path(), 3)).unwrap();
+    let r = verify_dir(dir.path(), &both).unwrap();
+    assert_eq!(
+        kinds(&r),
+        vec![FindingKind::MissingSegments, FindingKind::UnknownKey],
+        "{:#?}",
+        r.findings
+    );
+}
+
+/// Trusted keys are starting anchors, not a licence: with the old and an unrelated trusted key
+/// given, a switch to the unrelated key without a KEY_ROTATION is refused.
+#[test]
+fn a_trusted_key_cannot_take_over_without_a_rotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SegmentStore::create(dir.path()).unwrap();
+    let (a, b) = (key(), foreign_key());
+    let mut w = ChainWriter::new(HOST);
+    w.append_event(1, b"a").unwrap();
+    store.write(&w.seal(1, &a)).unwrap();
+    w.append_event(1, b"b").unwrap();
+    store.write(&w.seal(2, &b)).unwrap();
+    let opts = VerifyOptions {
+        trusted_keys: vec![a.public(), b.public()],
+        known_head: None,
+    };
+    let r = verify_dir(dir.path(), &opts).unwrap();
+    assert_eq!(
+        kinds(&r),
+        vec![FindingKind::UnknownKey],
+        "{:#?}",
+        r.findings
+    );
+    assert!(r.findings[0].detail.contains("starting anchor"));
+}
+
+/// Several rotations in one segment: only the first valid one takes effect.
+#[test]
+fn a_second_rotation_in_one_segment_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SegmentStore::create(dir.path()).unwrap();
+    let (old, new, third) = (
+        key(),
+        foreign_key(),
+        lineage_evidence::SecretKey::from_seed([7; 32]),
+    );
+    let mut w = ChainWriter::new(HOST);
+    w.append_key_rotation(&old, &new.public()).unwrap();
+    w.append_key_rotation(&old, &third.public()).unwrap();
+    store.write(&w.seal(1, &old)).unwrap();
+    w.append_event(1, b"b").unwrap();
+    store.write(&w.seal(2, &third)).unwrap();
+    let r = verify_dir(dir.path(), &trusted()).unwrap();
+    assert_eq!(
+        kinds(&r),
+        vec![FindingKind::BadSignature, FindingKind::UnknownKey],
+        "{:#?}",
+        r.findings
+    );
+    assert_eq!(r.findings[0].entries, Some(Range::one(1)));
+}
+
 #[test]
 fn forged_rotation_is_rejected() {
     let dir = tempfile::tempdir().unwrap();

@@ -319,6 +319,131 @@ fn generate(out: &Path) {
     .unwrap();
 }
 
+fn testdata_strict() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/ed25519-strict")
+}
+
+/// Strict Ed25519 vectors (FORMAT.md §2.1): which signatures a verifier must accept and which
+/// it must refuse although the RFC 8032 equation holds for some of them.
+fn generate_strict(out: &Path) {
+    let key0 = SecretKey::from_seed([0x01; 32]);
+    let mut identity = [0u8; 32];
+    identity[0] = 1;
+    // A v1 header that names the identity point as its key: the forgery below "signs" it.
+    let mut w = ChainWriter::new(HOST);
+    w.append_event(1, b"forged").unwrap();
+    let mut header = w.seal(T0, &key0).header;
+    header.public_key = lineage_evidence::PublicKey::from_bytes(identity);
+    header.key_id = header.public_key.key_id();
+    let forged_msg = header.signing_message();
+    let mut forgery = [0u8; 64];
+    forgery[..32].copy_from_slice(&identity);
+
+    let msg = b"lineage strict verification vector".to_vec();
+    let good = key0.sign(&msg);
+    // S + L, the group order: same signature, non-canonical scalar.
+    const L: [u8; 32] = [
+        0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde,
+        0x14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+    ];
+    let mut s_plus_l = good;
+    let mut carry = 0u16;
+    for i in 0..32 {
+        let v = s_plus_l[32 + i] as u16 + L[i] as u16 + carry;
+        s_plus_l[32 + i] = v as u8;
+        carry = v >> 8;
+    }
+    // (0, -1), the point of order 2, as the key with the identity forgery.
+    let mut order2 = [0xffu8; 32];
+    order2[0] = 0xec;
+    order2[31] = 0x7f;
+    // A non-canonical encoding of the identity: y = p + 1.
+    let mut y_p1 = [0xffu8; 32];
+    y_p1[0] = 0xee;
+    y_p1[31] = 0x7f;
+    let case = |name: &str, pk: &[u8; 32], m: &[u8], sig: &[u8; 64]| {
+        let valid = lineage_evidence::PublicKey::from_bytes(*pk).verify(m, sig);
+        serde_json::json!({
+            "name": name,
+            "public_hex": hex::encode(pk),
+            "message_hex": hex::encode(m),
+            "signature_hex": hex::encode(sig),
+            "valid": valid,
+        })
+    };
+    let mut y_p1_sig = forgery;
+    y_p1_sig[..32].copy_from_slice(&y_p1);
+    let cases = vec![
+        case("valid", key0.public().as_bytes(), &msg, &good),
+        case(
+            "small-order forgery A=R=identity S=0 over a segment header",
+            &identity,
+            &forged_msg,
+            &forgery,
+        ),
+        case(
+            "small-order forgery A=R=identity S=0",
+            &identity,
+            &msg,
+            &forgery,
+        ),
+        case("key of order 2, R=identity, S=0", &order2, &msg, &forgery),
+        case(
+            "non-canonical S (S + L)",
+            key0.public().as_bytes(),
+            &msg,
+            &s_plus_l,
+        ),
+        case(
+            "non-canonical A and R (y = p + 1, the identity)",
+            &y_p1,
+            &msg,
+            &y_p1_sig,
+        ),
+    ];
+    fs::create_dir_all(out).unwrap();
+    fs::write(
+        out.join("cases.json"),
+        serde_json::to_string_pretty(&serde_json::json!({ "cases": cases })).unwrap() + "\n",
+    )
+    .unwrap();
+}
+
+#[test]
+fn committed_strict_vectors_match_the_generator() {
+    check_generator(generate_strict, &testdata_strict());
+    let text = fs::read_to_string(testdata_strict().join("cases.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let valid: Vec<bool> = v["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["valid"].as_bool().unwrap())
+        .collect();
+    assert_eq!(valid, [true, false, false, false, false, false]);
+}
+
+/// A segment "signed" with the small-order forgery is BAD_SIGNATURE, not a valid segment of
+/// an attacker-chosen key.
+#[test]
+fn a_small_order_forged_segment_is_a_bad_signature() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SegmentStore::create(dir.path()).unwrap();
+    let mut w = ChainWriter::new(HOST);
+    w.append_event(1, b"forged").unwrap();
+    let mut seg = w.seal(T0, &SecretKey::from_seed([1; 32]));
+    let mut identity = [0u8; 32];
+    identity[0] = 1;
+    seg.header.public_key = lineage_evidence::PublicKey::from_bytes(identity);
+    seg.header.key_id = seg.header.public_key.key_id();
+    seg.signature = [0; 64];
+    seg.signature[..32].copy_from_slice(&identity);
+    store.write(&seg).unwrap();
+    let r = verify_dir(dir.path(), &VerifyOptions::default()).unwrap();
+    assert_eq!(r.findings.len(), 1, "{:#?}", r.findings);
+    assert_eq!(r.findings[0].kind, FindingKind::BadSignature);
+}
+
 fn all_files(root: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![root.to_owned()];
