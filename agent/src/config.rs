@@ -108,7 +108,7 @@ pub struct Config {
     pub retention: RetentionConfig,
     pub metrics: MetricsConfig,
     pub grpc: GrpcConfig,
-    pub filter: crate::filter::FilterSettings,
+    pub filter: crate::kernel::filter::FilterSettings,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

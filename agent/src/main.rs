@@ -1,36 +1,14 @@
 //! `lineage-agent`: lifecycle only — parse, load and validate config, run, stop on a signal.
 
-mod agent;
-mod btf;
-mod cli;
-mod config;
-mod container;
-mod datadir;
-mod decode;
-mod event;
-mod fileops;
-mod filter;
-mod grpc;
-mod lineage;
-mod loss;
-mod metrics;
-mod pipeline;
-mod probes;
-mod recorder;
-mod report;
-mod retention;
-mod sink;
-mod snapshot;
-mod stats;
-mod wal;
-
 use std::{process::ExitCode, time::Duration};
 
 use clap::Parser;
 
-use crate::{
+use lineage_agent::{
     cli::{Cli, Command, ConfigCommand, RunArgs},
-    config::{Config, DEFAULT_TOML},
+    config::{self, Config, DEFAULT_TOML},
+    kernel::probes,
+    runtime,
 };
 
 fn effective_config(args: &RunArgs) -> Result<Config, config::ConfigError> {
@@ -108,7 +86,7 @@ fn main() -> ExitCode {
                 .build()
                 .map_err(anyhow::Error::from)
                 .and_then(|rt| {
-                    rt.block_on(agent::run(
+                    rt.block_on(runtime::run(
                         config,
                         args.config.clone(),
                         args.duration_secs.map(Duration::from_secs),

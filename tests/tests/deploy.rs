@@ -25,9 +25,7 @@ use std::{
 
 use serde_json::Value;
 
-// The module the agent uses, compiled here as it is: it depends on std only.
-#[path = "../../agent/src/container.rs"]
-mod container;
+use lineage_agent::capture::container;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")

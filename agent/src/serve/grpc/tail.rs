@@ -2,7 +2,7 @@
 
 use lineage_proto::v1::TailFilter;
 
-use crate::lineage::ExecId;
+use crate::capture::lineage::ExecId;
 
 /// One event as the capture loop publishes it: the JSON the client receives, plus the fields
 /// filters look at, so filtering never parses JSON.

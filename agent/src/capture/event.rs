@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use crate::lineage::{ExecId, Origin};
+use crate::capture::lineage::{ExecId, Origin};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Event {
@@ -20,7 +20,7 @@ pub struct Event {
     pub ancestors: Vec<ExecId>,
     /// The container (runtime, id, pod uid) of the acting process, when it runs in one.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub container: Option<std::sync::Arc<crate::lineage::Container>>,
+    pub container: Option<std::sync::Arc<crate::capture::lineage::Container>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cpu: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -3,11 +3,11 @@
 use lineage_evidence::entry::{Loss, LOSS_FLAG_UNEXPLAINED};
 
 use crate::{
-    event::{Detail, Event},
-    metrics::Render,
-    pipeline::Pipeline,
-    probes::ProbeStatus,
-    recorder::Recorder,
+    capture::event::{Detail, Event},
+    capture::pipeline::Pipeline,
+    kernel::probes::ProbeStatus,
+    record::recorder::Recorder,
+    serve::metrics::Render,
 };
 
 /// One LOSS entry per missing sequence range. The kernel's new failures explain ranges in

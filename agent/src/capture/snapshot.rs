@@ -5,7 +5,7 @@
 
 use std::{fs, path::Path};
 
-use crate::lineage::ProcEntry;
+use crate::capture::lineage::ProcEntry;
 
 /// Parses `/proc/<pid>/stat`: `pid (comm) state ppid ... starttime(22) ...`. The comm may hold
 /// spaces and parentheses, so split at the last `)`.

@@ -8,12 +8,12 @@ use std::{collections::HashMap, time::Instant};
 use lineage_common::{exec_flags, RecordKind, CLONE_THREAD, KIND_SLOTS};
 
 use crate::{
-    decode::{self, c_str, ExecArgs, Record},
-    event::{errno_name, split_exit_code, Detail, Event},
-    fileops,
-    lineage::{self, ExecId, ExecInfo, ProcEntry, ProcessTable},
-    loss::{LossReport, SequenceTracker},
-    stats::Stats,
+    capture::decode::{self, c_str, ExecArgs, Record},
+    capture::event::{errno_name, split_exit_code, Detail, Event},
+    capture::fileops,
+    capture::lineage::{self, ExecId, ExecInfo, ProcEntry, ProcessTable},
+    capture::loss::{LossReport, SequenceTracker},
+    capture::stats::Stats,
 };
 
 /// Unjoined exec-args records kept at most (their exec record may have been lost).

@@ -27,7 +27,7 @@ use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 pub use access::Access;
 pub use tail::LiveEvent;
 
-use crate::{config::GrpcConfig, probes::ProbeStatus};
+use crate::{config::GrpcConfig, kernel::probes::ProbeStatus};
 
 /// What never changes while the agent runs.
 pub struct StaticInfo {

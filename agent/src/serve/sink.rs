@@ -3,9 +3,9 @@
 use std::io::{BufWriter, Stdout, Write};
 
 use crate::{
+    capture::event::{Detail, Event},
+    capture::lineage::ProcessTable,
     config::Print,
-    event::{Detail, Event},
-    lineage::ProcessTable,
 };
 
 pub struct Sink {

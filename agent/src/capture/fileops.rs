@@ -9,8 +9,8 @@ use std::{
 use lineage_common::{file_op, net_op, path_flags, NetRecord};
 
 use crate::{
-    decode::FileOp,
-    event::{errno_name, Detail},
+    capture::decode::FileOp,
+    capture::event::{errno_name, Detail},
 };
 
 const AT_FDCWD: i32 = -100;

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use lineage_common::RecordKind;
 
-use crate::decode::DecodeError;
+use crate::capture::decode::DecodeError;
 
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct Stats {

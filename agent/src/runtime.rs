@@ -24,19 +24,19 @@ use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::{
-    btf::Btf,
+    capture::event::Event,
+    capture::pipeline::Pipeline,
+    capture::snapshot,
     config::{Config, Fsync},
-    datadir::DataDir,
-    event::Event,
-    filter::{self, FilterLedger},
-    grpc::{self, Head, LineageQuery, LiveEvent, Shared, StaticInfo},
-    metrics::{self, Page},
-    pipeline::Pipeline,
-    probes::{self, LoadParams, ProbeStatus},
-    recorder::{Recorder, SealPolicy},
-    report,
-    sink::Sink,
-    snapshot,
+    kernel::btf::Btf,
+    kernel::filter::{self, FilterLedger},
+    kernel::probes::{self, LoadParams, ProbeStatus},
+    record::datadir::DataDir,
+    record::recorder::{Recorder, SealPolicy},
+    record::report,
+    serve::grpc::{self, Head, LineageQuery, LiveEvent, Shared, StaticInfo},
+    serve::metrics::{self, Page},
+    serve::sink::Sink,
 };
 
 /// How often the recorder checks its seal cadence: a segment is sealed at most this late after
@@ -140,7 +140,7 @@ impl Outputs {
                 pipeline.table_mut().remember(id, json);
             }
         }
-        if let crate::event::Detail::Loss { .. } = &event.detail {
+        if let crate::capture::event::Detail::Loss { .. } = &event.detail {
             for loss in report::loss_entries(&event) {
                 self.recorder.append_loss(&loss, event.time_ns);
             }
@@ -200,7 +200,7 @@ impl Outputs {
 
 fn answer_lineage(query: LineageQuery, pipeline: &Pipeline) {
     let table = pipeline.table();
-    let node = |img: &crate::lineage::Image| lineage_proto::v1::LineageNode {
+    let node = |img: &crate::capture::lineage::Image| lineage_proto::v1::LineageNode {
         exec_id: img.exec_id.to_string(),
         parent_exec_id: img.parent_exec_id.as_deref().unwrap_or_default().to_owned(),
         tgid: img.tgid,

@@ -25,8 +25,8 @@ use lineage_evidence::{
 };
 
 use crate::{
-    retention,
-    wal::{Replay, Wal},
+    record::retention,
+    record::wal::{Replay, Wal},
 };
 
 /// Seal times are wall-clock ns since the Unix epoch (FORMAT.md); entry times stay on the

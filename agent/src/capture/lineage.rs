@@ -65,7 +65,7 @@ pub struct Container {
 
 /// Reads the container of a live process; `None` when it is in none or already gone.
 pub fn container_of(proc_root: &std::path::Path, tgid: u32) -> Option<Arc<Container>> {
-    let info = crate::container::read_for_pid(proc_root, tgid)
+    let info = crate::capture::container::read_for_pid(proc_root, tgid)
         .ok()
         .flatten()?;
     Some(Arc::new(Container {
