@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use lineage_evidence::checkpoint::{VerifierKey, SIG_COSIGNATURE_V1};
 use lineage_evidence::keys::{KeyError, PublicKey};
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -75,11 +76,24 @@ pub async fn run(cfg: Config, shutdown: watch::Receiver<bool>) -> Result<(), App
     }
     let store = EvidenceStore::open(&cfg.store)?;
     publish_witness_key(&store, &key.public()).await?;
+    let vkey = VerifierKey {
+        name: cfg.name.clone(),
+        sig_type: SIG_COSIGNATURE_V1,
+        key: key.public(),
+    };
+    store
+        .put_witness_vkey(Bytes::from(format!("{vkey}\n")))
+        .await?;
+    info!("cosigning checkpoints as {vkey}");
     let witness_key_id = key.public().key_id().to_string();
     let shared = Arc::new(Shared {
         store,
         witness: key,
         collector_name: cfg.name.clone(),
+        vkey,
+        max_message_bytes: cfg.max_message_bytes,
+        quarantine_max_bytes: cfg.quarantine_max_bytes,
+        claims: tokio::sync::Mutex::new(()),
     });
     let mut tasks = Vec::new();
     let mut statuses = Vec::new();

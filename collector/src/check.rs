@@ -63,7 +63,8 @@ impl Rejected {
     }
 }
 
-fn finding(kind: FindingKind, n: u64, detail: String) -> Finding {
+/// A finding about segment `n`.
+pub fn finding(kind: FindingKind, n: u64, detail: String) -> Finding {
     Finding {
         kind,
         segments: Some(Range::one(n)),

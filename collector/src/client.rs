@@ -26,8 +26,9 @@ pub enum ConnectError {
 pub type Client = AgentClient<Channel>;
 
 /// Opens a channel to `endpoint`. The channel connects eagerly so that an absent agent is
-/// reported at once.
-pub async fn connect(endpoint: &Endpoint) -> Result<Client, ConnectError> {
+/// reported at once. A message larger than `max_message` is refused from its length prefix,
+/// before any of it is buffered.
+pub async fn connect(endpoint: &Endpoint, max_message: usize) -> Result<Client, ConnectError> {
     let channel = match endpoint {
         Endpoint::Unix(path) => {
             let path = path.clone();
@@ -67,5 +68,5 @@ pub async fn connect(endpoint: &Endpoint) -> Result<Client, ConnectError> {
                 .await?
         }
     };
-    Ok(AgentClient::new(channel).max_decoding_message_size(usize::MAX))
+    Ok(AgentClient::new(channel).max_decoding_message_size(max_message))
 }

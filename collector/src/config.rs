@@ -24,6 +24,13 @@ key_path = "/var/lib/lineage-collector/witness.key"
 heartbeat_timeout_secs = 60
 # Status of every agent (cursor, silence, findings), rewritten every second as JSON.
 status_path = "/var/lib/lineage-collector/status.json"
+# Largest gRPC message accepted from an agent (one segment, as stored). Larger ones are refused
+# before they are buffered. Agents seal at 16 MiB by default (evidence.seal_max_bytes), so a
+# segment is at most that plus one entry; at most 1 GiB (the format's limit).
+max_message_bytes = 33554432
+# Bytes of rejected segment copies kept under <host>/quarantine/ per host; beyond it only the
+# finding is written (the copy is dropped and the drop is logged).
+quarantine_max_bytes = 67108864
 
 [store]
 # "fs": a local directory (the default); "s3": an S3-compatible bucket.
@@ -51,6 +58,9 @@ endpoint = "unix:///run/lineage/agent.sock"
 # Pinned agent keys (lineage-ed25519-public-v1 lines). Without it the first key seen is pinned
 # (trust on first use) and later keys are accepted only through a KEY_ROTATION entry.
 # trusted_keys = "/etc/lineage/web-1.pub"
+# Pinned host id (32 hex digits, the agent's <data_dir>/host-id). Without it the host id is
+# bound to this agent on first use; another agent announcing it later is a HOST_CONFLICT.
+# host_id = "00112233445566778899aabbccddeeff"
 "#;
 
 /// Configuration errors; each names the key concerned.
@@ -115,10 +125,31 @@ pub struct CollectorSection {
     pub heartbeat_timeout_secs: u64,
     /// Status file.
     pub status_path: Option<PathBuf>,
+    /// Largest message from an agent.
+    #[serde(default = "default_max_message")]
+    pub max_message_bytes: u64,
+    /// Quarantine budget per host.
+    #[serde(default = "default_quarantine")]
+    pub quarantine_max_bytes: u64,
 }
 
 fn default_heartbeat_timeout() -> u64 {
     60
+}
+
+/// Default `max_message_bytes`: 32 MiB.
+pub const DEFAULT_MAX_MESSAGE: u64 = 32 << 20;
+/// Default `quarantine_max_bytes`: 64 MiB.
+pub const DEFAULT_QUARANTINE: u64 = 64 << 20;
+/// Smallest `max_message_bytes` (a segment header and a few entries).
+pub const MIN_MAX_MESSAGE: u64 = 64 << 10;
+
+fn default_max_message() -> u64 {
+    DEFAULT_MAX_MESSAGE
+}
+
+fn default_quarantine() -> u64 {
+    DEFAULT_QUARANTINE
 }
 
 /// Store kinds.
@@ -173,6 +204,8 @@ pub struct AgentSection {
     pub tls_domain: Option<String>,
     /// Pinned agent keys.
     pub trusted_keys: Option<PathBuf>,
+    /// Pinned host id (32 hex digits).
+    pub host_id: Option<String>,
 }
 
 /// The validated configuration.
@@ -186,6 +219,10 @@ pub struct Config {
     pub heartbeat_timeout: Duration,
     /// Status file, if any.
     pub status_path: Option<PathBuf>,
+    /// Largest message from an agent.
+    pub max_message_bytes: usize,
+    /// Quarantine budget per host.
+    pub quarantine_max_bytes: u64,
     /// Where segments go.
     pub store: StoreConfig,
     /// The agents to pull from.
@@ -250,6 +287,8 @@ pub struct AgentConfig {
     pub endpoint: Endpoint,
     /// Pinned keys file.
     pub trusted_keys: Option<PathBuf>,
+    /// Pinned host id.
+    pub host_id: Option<lineage_evidence::digest::HostId>,
 }
 
 fn valid_name(s: &str) -> bool {
@@ -300,6 +339,13 @@ impl FileConfig {
             return Err(invalid(
                 "collector.heartbeat_timeout_secs",
                 "must be at least 1",
+            ));
+        }
+        let max_message = lineage_evidence::segment::MAX_SEGMENT_LEN + 1024;
+        if !(MIN_MAX_MESSAGE..=max_message).contains(&c.max_message_bytes) {
+            return Err(invalid(
+                "collector.max_message_bytes",
+                format!("must be between {MIN_MAX_MESSAGE} and {max_message}"),
             ));
         }
         if c.key_path.as_os_str().is_empty() {
@@ -377,10 +423,20 @@ impl FileConfig {
                     ),
                 ));
             };
+            let host_id = a
+                .host_id
+                .map(|h| {
+                    lineage_evidence::digest::HostId::from_hex(&h)
+                        .ok()
+                        .filter(|_| h.trim().len() == 32)
+                        .ok_or_else(|| invalid(key("host_id"), "must be 32 hex digits"))
+                })
+                .transpose()?;
             agents.push(AgentConfig {
                 name: a.name,
                 endpoint,
                 trusted_keys: a.trusted_keys,
+                host_id,
             });
         }
         Ok(Config {
@@ -388,6 +444,8 @@ impl FileConfig {
             key_path: c.key_path,
             heartbeat_timeout: Duration::from_secs(c.heartbeat_timeout_secs),
             status_path: c.status_path,
+            max_message_bytes: usize::try_from(c.max_message_bytes).unwrap_or(usize::MAX),
+            quarantine_max_bytes: c.quarantine_max_bytes,
             store,
             agents,
         })

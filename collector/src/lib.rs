@@ -10,7 +10,8 @@
 //! - [`check`]: incremental verification of one segment against the stored chain.
 //! - [`store`]: the store layout over `object_store`.
 //! - [`state`]: the per-host cursor that makes restarts cheap.
-//! - [`witness`]: the collector's countersignature.
+//! - [`witness`]: the collector's witness key and per-segment countersignature.
+//! - [`cosigner`]: the C2SP tlog-witness checks and timestamped cosignatures of checkpoints.
 //! - [`puller`]: one task per agent.
 //! - [`status`]: per-agent status, silence detection and the status file.
 //! - [`app`]: wiring and lifecycle.
@@ -20,6 +21,7 @@ pub mod check;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod cosigner;
 pub mod puller;
 pub mod state;
 pub mod status;

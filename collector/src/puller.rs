@@ -8,17 +8,24 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use lineage_evidence::digest::HostId;
+use lineage_evidence::checkpoint::{Note, VerifierKey};
+use lineage_evidence::digest::{Digest, HostId};
 use lineage_evidence::keys::{PublicKey, SecretKey};
-use lineage_evidence::segment::SegmentView;
-use lineage_proto::v1::{AckSegmentsRequest, GetInfoRequest, PullSegmentsRequest};
+use lineage_evidence::segment::{SegmentHeader, SegmentView, HEADER_LEN};
+use lineage_evidence::verify::FindingKind;
+use lineage_proto::v1::{
+    AckSegmentsRequest, GetCheckpointRequest, GetInfoRequest, PullSegmentsRequest,
+    SubmitCosignatureRequest,
+};
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
-use crate::check::{check_segment, Context, Rejected};
+use crate::check::{check_segment, finding, Context, Rejected};
 use crate::client::{connect, Client, ConnectError};
 use crate::config::{AgentConfig, Endpoint};
+use crate::cosigner::{self, Judge, Refusal, Verdict, Witnessed};
 use crate::state::{Gap, HostState, LastSegment, StateError};
 use crate::status::{now_ms, SharedStatus};
 use crate::store::{EvidenceStore, Object, StoreError};
@@ -30,6 +37,11 @@ pub const BACKOFF_MIN: Duration = Duration::from_millis(250);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Delay before asking again for a segment that was rejected.
 pub const RETRY_REJECTED: Duration = Duration::from_secs(30);
+/// How often the witness step runs: it fetches the newest checkpoint when the cursor moved.
+pub const WITNESS_EVERY: Duration = Duration::from_secs(1);
+/// With the cursor still, the agent's checkpoint is checked again this often (a rolled-back
+/// or forked agent may stop sending segments the collector would notice).
+pub const WITNESS_RECHECK: Duration = Duration::from_secs(5);
 
 /// Why a pull stopped.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +76,15 @@ pub enum PullError {
         /// What differs.
         why: &'static str,
     },
+    /// The agent announced a host id bound to another agent, or not the pinned one
+    /// (already reported as HOST_CONFLICT).
+    #[error("host {host}: {why}")]
+    HostConflict {
+        /// The host id announced.
+        host: HostId,
+        /// Why it is refused.
+        why: String,
+    },
     /// A segment failed verification (already quarantined and reported).
     #[error("segment {number} rejected: {kind}")]
     Rejected {
@@ -80,8 +101,16 @@ pub struct Shared {
     pub store: EvidenceStore,
     /// The witness key.
     pub witness: SecretKey,
-    /// Name sent with AckSegments.
+    /// Name sent with AckSegments; also the key name of the cosignatures.
     pub collector_name: String,
+    /// The C2SP verifier key of the cosignatures (name, type 0x04, witness public key).
+    pub vkey: VerifierKey,
+    /// Largest message accepted from an agent.
+    pub max_message_bytes: usize,
+    /// Quarantined copies kept per host, in bytes.
+    pub quarantine_max_bytes: u64,
+    /// Serialises host-id claims (owner.json) between agent tasks.
+    pub claims: tokio::sync::Mutex<()>,
 }
 
 /// One agent's puller.
@@ -102,6 +131,13 @@ struct Session {
     state: HostState,
     /// The last stored segment's bytes (the anchor for the next check).
     prev: Option<(u64, Bytes)>,
+    /// Header digests of segments `0..cursor` when all of them are stored: the leaves of the
+    /// checkpoint tree the agent's checkpoints must match.
+    digests: Option<Vec<Digest>>,
+    /// The cursor when a checkpoint was last cosigned or refused.
+    witness_attempt: Option<(u64, Instant)>,
+    /// Bytes quarantined for this host since the collector started.
+    quarantined_bytes: u64,
 }
 
 enum Ended {
@@ -139,7 +175,7 @@ impl AgentTask {
                     info!(agent = %name, "agent {name} ended the stream; reconnecting");
                     BACKOFF_MIN
                 }
-                Err(PullError::Rejected { .. }) => RETRY_REJECTED,
+                Err(PullError::Rejected { .. } | PullError::HostConflict { .. }) => RETRY_REJECTED,
                 Err(e) => {
                     warn!(agent = %name, "agent {name}: {e}");
                     self.status.lock().expect("status").last_error = Some(e.to_string());
@@ -192,12 +228,95 @@ impl AgentTask {
                 Some((last.number, bytes))
             }
         };
+        let digests = self.load_digests(host, state.cursor).await?;
         info!(
             agent = %self.cfg.name,
             "agent {} is host {host}; resuming at segment {}",
             self.cfg.name, state.cursor
         );
-        Ok(Session { host, state, prev })
+        Ok(Session {
+            host,
+            state,
+            prev,
+            digests,
+            witness_attempt: None,
+            quarantined_bytes: 0,
+        })
+    }
+
+    /// The header digests of segments `0..cursor`: from `checkpoints/leaves`, else rebuilt
+    /// from the stored segments; `None` when some are not stored (a gap).
+    async fn load_digests(
+        &self,
+        host: HostId,
+        cursor: u64,
+    ) -> Result<Option<Vec<Digest>>, PullError> {
+        let store = &self.shared.store;
+        let mut d: Vec<Digest> = store
+            .get(&host, Object::Leaves)
+            .await?
+            .map(|b| {
+                b.chunks_exact(32)
+                    .map(|c| Digest(c.try_into().expect("32 bytes")))
+                    .collect()
+            })
+            .unwrap_or_default();
+        // Written before state.json, so it may be one cosign ahead: cut to the cursor.
+        d.truncate(usize::try_from(cursor).unwrap_or(usize::MAX));
+        while (d.len() as u64) < cursor {
+            let n = d.len() as u64;
+            let Some(bytes) = store.get(&host, Object::Segment(n)).await? else {
+                return Ok(None);
+            };
+            match bytes.get(..HEADER_LEN).map(SegmentHeader::parse) {
+                Some(Ok(h)) => d.push(h.digest()),
+                _ => return Ok(None),
+            }
+        }
+        Ok(Some(d))
+    }
+
+    /// Binds the announced host id to this agent: the pinned one, or the first agent that
+    /// announced it (`owner.json`). Anything else is a HOST_CONFLICT and nothing is pulled.
+    async fn claim_host(&self, host: HostId) -> Result<(), PullError> {
+        let name = &self.cfg.name;
+        let conflict = |why: String| {
+            error!(agent = %name, host = %host, "HOST_CONFLICT agent {name}: {why}; not pulling from it");
+            self.status
+                .lock()
+                .expect("status")
+                .finding("HOST_CONFLICT", 0, &why);
+            PullError::HostConflict { host, why }
+        };
+        if let Some(pinned) = self.cfg.host_id {
+            if pinned != host {
+                return Err(conflict(format!(
+                    "it announces host {host}, but host_id = {pinned} is pinned for it"
+                )));
+            }
+        }
+        let _claim = self.shared.claims.lock().await;
+        let store = &self.shared.store;
+        match store.get(&host, Object::Owner).await? {
+            Some(b) => {
+                let owner = serde_json::from_slice::<serde_json::Value>(&b)
+                    .ok()
+                    .and_then(|v| v["agent"].as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                if owner != *name {
+                    return Err(conflict(format!(
+                        "it announces host {host}, which is bound to agent {owner:?}"
+                    )));
+                }
+            }
+            None => {
+                let owner = serde_json::json!({ "agent": name, "bound_at_ms": now_ms() });
+                store
+                    .put(&host, Object::Owner, Bytes::from(owner.to_string() + "\n"))
+                    .await?;
+            }
+        }
+        Ok(())
     }
 
     async fn pull(
@@ -206,7 +325,7 @@ impl AgentTask {
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<Ended, PullError> {
         let mut client = tokio::select! {
-            c = connect(&self.cfg.endpoint) => c?,
+            c = connect(&self.cfg.endpoint, self.shared.max_message_bytes) => c?,
             _ = shutdown.changed() => return Ok(Ended::Shutdown),
         };
         let info = client.get_info(GetInfoRequest {}).await?.into_inner();
@@ -216,10 +335,12 @@ impl AgentTask {
                 .try_into()
                 .map_err(|_| PullError::BadHostId(info.host_id.len()))?,
         );
+        self.claim_host(host).await?;
         if session.as_ref().is_none_or(|s| s.host != host) {
             *session = Some(self.load_session(host).await?);
         }
         let s = session.as_mut().expect("just set");
+        self.check_head(s, info.last_segment);
         {
             let mut st = self.status.lock().expect("status");
             st.host_id = Some(host.to_string());
@@ -239,17 +360,31 @@ impl AgentTask {
             st.last_error = None;
         }
         debug!(agent = %self.cfg.name, "pulling from segment {}", s.state.cursor);
+        let mut witness_tick = tokio::time::interval(WITNESS_EVERY);
         loop {
+            // `Streaming::message` is cancel safe, so the witness tick may interrupt it.
             let msg = tokio::select! {
                 m = stream.message() => m?,
+                _ = witness_tick.tick() => {
+                    self.witness_step(s, &mut client).await?;
+                    continue;
+                }
                 _ = shutdown.changed() => return Ok(Ended::Shutdown),
             };
             let Some(seg) = msg else {
                 return Ok(Ended::Stream);
             };
             self.status.lock().expect("status").segments_fetched += 1;
-            self.accept(s, &mut client, seg.number, seg.data.into())
-                .await?;
+            let r = self
+                .accept(s, &mut client, seg.number, seg.data.into())
+                .await;
+            if let Err(PullError::Rejected { .. }) = &r {
+                // A rejected segment often means another history: ask for the agent's
+                // checkpoint now, so that it is refused (and the agent told) at once.
+                s.witness_attempt = None;
+                self.witness_step(s, &mut client).await?;
+            }
+            r?;
         }
     }
 
@@ -264,9 +399,19 @@ impl AgentTask {
         let name = &self.cfg.name;
         let host = s.host;
         if number < s.state.cursor {
-            debug!(agent = %name, "ignoring segment {number}: already stored");
-            return Ok(());
+            return self.compare_reserved(s, number, &data).await;
         }
+        // The cursor must move past the segment; 2^64-1 has no successor to move to.
+        let Some(next_cursor) = number.checked_add(1) else {
+            let rej = Rejected {
+                findings: vec![finding(
+                    FindingKind::Malformed,
+                    number,
+                    format!("segment number {number} is the largest possible: no segment can follow it, refused so the cursor cannot wrap"),
+                )],
+            };
+            return Err(self.quarantine(s, number, &data, rej).await);
+        };
         let gap = (number > s.state.cursor).then(|| Gap {
             first: s.state.cursor,
             last: number - 1,
@@ -280,7 +425,7 @@ impl AgentTask {
         };
         let accepted = match check_segment(&ctx, number, &data) {
             Ok(a) => a,
-            Err(rej) => return Err(self.quarantine(host, number, &data, rej).await),
+            Err(rej) => return Err(self.quarantine(s, number, &data, rej).await),
         };
         for n in &accepted.notes {
             warn!(agent = %name, host = %host, "{} agent {name} segment {number}: {n}", n.kind.name());
@@ -322,7 +467,7 @@ impl AgentTask {
                 info!(agent = %name, host = %host, "agent {name}: pinned key {} on first use", k.key_id());
             }
         }
-        state.cursor = number + 1;
+        state.cursor = next_cursor;
         state.last = Some(LastSegment::of(&accepted.header));
         if state.key_in_effect.is_some_and(|k| k != accepted.next_key) {
             info!(agent = %name, host = %host, "agent {name}: KEY_ROTATION to key {} in segment {number}", accepted.next_key.key_id());
@@ -334,9 +479,18 @@ impl AgentTask {
         let size = data.len() as u64;
         s.state = state;
         s.prev = Some((number, data));
+        // The checkpoint tree's leaves follow only while no segment is missing.
+        if let Some(d) = &mut s.digests {
+            if d.len() as u64 == number {
+                d.push(accepted.digest);
+            } else {
+                s.digests = None;
+            }
+        }
         {
             let mut st = self.status.lock().expect("status");
             st.stored(size, s.state.cursor);
+            st.witness_behind = s.state.cursor - s.state.witnessed.map_or(0, |w| w.size);
             st.gaps = s.state.gaps.clone();
         }
         debug!(agent = %name, "stored segment {number} ({size} bytes)");
@@ -355,13 +509,16 @@ impl AgentTask {
     }
 
     /// Stores the rejected copy and its findings under `quarantine/`, logs and counts it.
+    /// The copy is kept only within the host's quarantine budget and only once (a retried
+    /// identical copy is not written again); the finding is always written.
     async fn quarantine(
         &self,
-        host: HostId,
+        s: &mut Session,
         number: u64,
         data: &Bytes,
         rej: Rejected,
     ) -> PullError {
+        let host = s.host;
         let name = &self.cfg.name;
         let kind = rej.kind().name();
         let first = &rej.findings[0];
@@ -385,10 +542,22 @@ impl AgentTask {
         let store = &self.shared.store;
         let mut json = serde_json::to_vec_pretty(&report).expect("finding serialises");
         json.push(b'\n');
+        let size = data.len() as u64;
+        let within = s.quarantined_bytes.saturating_add(size) <= self.shared.quarantine_max_bytes;
         let r = async {
-            store
-                .put(&host, Object::Quarantined(number), data.clone())
-                .await?;
+            let same = store.get(&host, Object::Quarantined(number)).await? == Some(data.clone());
+            if !same && within {
+                store
+                    .put(&host, Object::Quarantined(number), data.clone())
+                    .await?;
+                s.quarantined_bytes += size;
+            } else if !same {
+                warn!(
+                    agent = %name, host = %host,
+                    "agent {name}: quarantine budget of {} bytes spent; segment {number} ({size} bytes) is not kept, only its finding",
+                    self.shared.quarantine_max_bytes
+                );
+            }
             store
                 .put(&host, Object::Finding(number), Bytes::from(json))
                 .await
@@ -400,6 +569,228 @@ impl AgentTask {
         PullError::Rejected {
             number,
             kind: rej.kind().name(),
+        }
+    }
+    /// ROLLBACK when the agent's newest segment is behind what this collector holds.
+    fn check_head(&self, s: &Session, last_segment: Option<u64>) {
+        let Some(held) = s.state.cursor.checked_sub(1) else {
+            return;
+        };
+        if last_segment.is_some_and(|l| l >= held) {
+            return;
+        }
+        let name = &self.cfg.name;
+        let has = last_segment.map_or("no segment".to_owned(), |l| format!("segment {l}"));
+        let why = format!(
+            "the agent's newest segment is {has}, but this collector already holds segments up to {held}: its log was rolled back or truncated"
+        );
+        error!(agent = %name, host = %s.host, "ROLLBACK agent {name} host {}: {why}", s.host);
+        self.status
+            .lock()
+            .expect("status")
+            .finding(FindingKind::Rollback.name(), held, &why);
+    }
+
+    /// A segment below the cursor was served again: it must be the stored one, byte for byte.
+    async fn compare_reserved(
+        &self,
+        s: &mut Session,
+        number: u64,
+        data: &Bytes,
+    ) -> Result<(), PullError> {
+        match self
+            .shared
+            .store
+            .get(&s.host, Object::Segment(number))
+            .await?
+        {
+            Some(stored) if stored == *data => {
+                debug!(agent = %self.cfg.name, "segment {number} served again, identical to the stored copy");
+                Ok(())
+            }
+            Some(_) => {
+                let rej = Rejected {
+                    findings: vec![finding(
+                        FindingKind::Fork,
+                        number,
+                        format!("the agent served segment {number} again with different bytes than the copy this collector stored"),
+                    )],
+                };
+                Err(self.quarantine(s, number, data, rej).await)
+            }
+            None => {
+                debug!(agent = %self.cfg.name, "segment {number} served again inside a recorded gap; not stored");
+                Ok(())
+            }
+        }
+    }
+
+    /// Fetches the agent's newest checkpoint with a proof from the last one cosigned, checks
+    /// it as a C2SP tlog-witness and cosigns it; refusals are findings. Runs when the cursor
+    /// moved since the last attempt, else every [`WITNESS_RECHECK`].
+    async fn witness_step(&self, s: &mut Session, client: &mut Client) -> Result<(), PullError> {
+        if let Some((cursor, at)) = s.witness_attempt {
+            if cursor == s.state.cursor && at.elapsed() < WITNESS_RECHECK {
+                return Ok(());
+            }
+        }
+        if s.state.cursor == 0 {
+            return Ok(());
+        }
+        let old = s.state.witnessed.map_or(0, |w| w.size);
+        let body = match client
+            .get_checkpoint(GetCheckpointRequest { old_size: old })
+            .await
+        {
+            Ok(r) => r.into_inner().add_checkpoint,
+            Err(st) if st.code() == tonic::Code::OutOfRange => {
+                return self
+                    .refuse(
+                        s,
+                        client,
+                        Refusal::Behind { size: 0, held: old },
+                        st.message(),
+                    )
+                    .await;
+            }
+            Err(st)
+                if matches!(
+                    st.code(),
+                    tonic::Code::NotFound | tonic::Code::Unimplemented
+                ) =>
+            {
+                debug!(agent = %self.cfg.name, "no checkpoint from the agent: {}", st.message());
+                s.witness_attempt = Some((s.state.cursor, Instant::now()));
+                return Ok(());
+            }
+            Err(st) => return Err(st.into()),
+        };
+        let req = match cosigner::parse(&body, &s.host) {
+            Ok(r) => r,
+            Err(r) => return self.refuse(s, client, r, "").await,
+        };
+        let signer = self.signer_of(s, req.checkpoint.size).await?;
+        let judge = Judge {
+            last: s.state.witnessed,
+            stored: s.state.cursor,
+            digests: s.digests.as_deref(),
+            signer,
+        };
+        match cosigner::judge(&req, &judge) {
+            Err(r) => return self.refuse(s, client, r, "").await,
+            // Sealed after what was pulled so far: cosigned once those segments are stored.
+            Ok(Verdict::Later) => return Ok(()),
+            Ok(Verdict::Cosign) => {}
+        }
+        s.witness_attempt = Some((s.state.cursor, Instant::now()));
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let note = cosigner::cosigned(
+            &req.note,
+            &self.shared.collector_name,
+            &self.shared.witness,
+            now,
+        );
+        let store = &self.shared.store;
+        let host = s.host;
+        if let Some(d) = &s.digests {
+            let bytes: Vec<u8> = d.iter().flat_map(|x| x.0).collect();
+            store.put(&host, Object::Leaves, Bytes::from(bytes)).await?;
+        }
+        let text = note.to_text();
+        store
+            .put(
+                &host,
+                Object::Cosigned(self.shared.vkey.key_id()),
+                Bytes::from(text.clone()),
+            )
+            .await?;
+        let cp = req.checkpoint;
+        let mut state = s.state.clone();
+        state.witnessed = Some(Witnessed {
+            size: cp.size,
+            root: cp.root,
+        });
+        store
+            .put(&host, Object::State, Bytes::from(state.to_json()))
+            .await?;
+        s.state = state;
+        {
+            let mut st = self.status.lock().expect("status");
+            st.witnessed_size = Some(cp.size);
+            st.witnessed_at_ms = Some(now_ms());
+            st.witness_behind = s.state.cursor.saturating_sub(cp.size);
+        }
+        debug!(agent = %self.cfg.name, "cosigned checkpoint of {} segments", cp.size);
+        self.hand_back(client, text, String::new()).await;
+        Ok(())
+    }
+
+    /// The key that signed stored segment `size - 1`.
+    async fn signer_of(&self, s: &Session, size: u64) -> Result<Option<PublicKey>, PullError> {
+        let Some(n) = size.checked_sub(1).filter(|n| *n < s.state.cursor) else {
+            return Ok(None);
+        };
+        let bytes = match &s.prev {
+            Some((p, b)) if *p == n => Some(b.clone()),
+            _ => self.shared.store.get(&s.host, Object::Segment(n)).await?,
+        };
+        Ok(bytes
+            .and_then(|b| SegmentHeader::parse(b.get(..HEADER_LEN)?).ok())
+            .map(|h| h.public_key))
+    }
+
+    /// Reports a refused checkpoint and hands the agent the newest one this collector did
+    /// cosign, so that the agent's data dir holds the witness's view of its history.
+    async fn refuse(
+        &self,
+        s: &mut Session,
+        client: &mut Client,
+        r: Refusal,
+        detail: &str,
+    ) -> Result<(), PullError> {
+        s.witness_attempt = Some((s.state.cursor, Instant::now()));
+        let name = &self.cfg.name;
+        let kind = r.finding().name();
+        let why = if detail.is_empty() {
+            format!(
+                "checkpoint refused (tlog-witness status {}): {r}",
+                r.http_status()
+            )
+        } else {
+            format!(
+                "checkpoint refused (tlog-witness status {}): {r}: {detail}",
+                r.http_status()
+            )
+        };
+        error!(agent = %name, host = %s.host, "{kind} agent {name} host {}: {why}", s.host);
+        {
+            let mut st = self.status.lock().expect("status");
+            st.checkpoints_refused += 1;
+            st.finding(kind, s.state.cursor.saturating_sub(1), &why);
+        }
+        let mine = self
+            .shared
+            .store
+            .get(&s.host, Object::Cosigned(self.shared.vkey.key_id()))
+            .await?;
+        if let Some(text) = mine.and_then(|b| String::from_utf8(b.to_vec()).ok()) {
+            if Note::parse(text.as_bytes()).is_ok() {
+                self.hand_back(client, text, why).await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn hand_back(&self, client: &mut Client, note: String, refused: String) {
+        let req = SubmitCosignatureRequest {
+            witness: self.shared.collector_name.clone(),
+            cosigned_checkpoint: note,
+            refused,
+        };
+        if let Err(e) = client.submit_cosignature(req).await {
+            warn!(agent = %self.cfg.name, "agent {}: SubmitCosignature failed: {e}", self.cfg.name);
         }
     }
 }

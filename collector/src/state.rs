@@ -1,7 +1,8 @@
 //! Per-host pull state, persisted as `<host>/state.json` in the store after every stored
 //! segment. It is what lets a restarted collector resume without downloading anything twice:
 //! the cursor is the next segment number to pull, and the last stored header's digest, end
-//! index, chain head and the key in effect are what the next segment must continue.
+//! index, chain head and the key in effect are what the next segment must continue. The last
+//! cosigned checkpoint (size and root) is what the next checkpoint must be consistent with.
 //!
 //! Digests and keys are hex strings so the file is readable and stable.
 
@@ -9,6 +10,8 @@ use lineage_evidence::digest::Digest;
 use lineage_evidence::keys::PublicKey;
 use lineage_evidence::segment::SegmentHeader;
 use serde::{Deserialize, Serialize};
+
+use crate::cosigner::Witnessed;
 
 /// State errors.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +46,8 @@ pub struct HostState {
     pub key_in_effect: Option<PublicKey>,
     /// Ranges the agent no longer had.
     pub gaps: Vec<Gap>,
+    /// The newest checkpoint this collector cosigned for the host.
+    pub witnessed: Option<Witnessed>,
 }
 
 /// What the next segment must continue.
@@ -87,6 +92,10 @@ struct StateFile {
     key_in_effect: Option<String>,
     #[serde(default)]
     gaps: Vec<Gap>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    witnessed_size: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    witnessed_root: Option<String>,
 }
 
 impl HostState {
@@ -97,6 +106,7 @@ impl HostState {
             last: None,
             key_in_effect: None,
             gaps: Vec::new(),
+            witnessed: None,
         }
     }
 
@@ -111,6 +121,8 @@ impl HostState {
             head_link: self.last.map(|l| l.chain_head.to_hex()),
             key_in_effect: self.key_in_effect.map(|k| k.to_string()),
             gaps: self.gaps.clone(),
+            witnessed_size: self.witnessed.map(|w| w.size),
+            witnessed_root: self.witnessed.map(|w| w.root.to_hex()),
         };
         let mut v = serde_json::to_vec_pretty(&f).expect("state serialises");
         v.push(b'\n');
@@ -146,15 +158,24 @@ impl HostState {
             .map(|k| PublicKey::parse_one(&k).map_err(|_| StateError::Field("key_in_effect")))
             .transpose()?;
         if let Some(l) = last {
-            if l.number + 1 != f.cursor {
+            if l.number.checked_add(1) != Some(f.cursor) {
                 return Err(StateError::Field("cursor"));
             }
         }
+        let witnessed = match (
+            f.witnessed_size,
+            digest(f.witnessed_root, "witnessed_root")?,
+        ) {
+            (Some(size), Some(root)) => Some(Witnessed { size, root }),
+            (None, None) => None,
+            _ => return Err(StateError::Field("witnessed_size")),
+        };
         Ok(HostState {
             cursor: f.cursor,
             last,
             key_in_effect,
             gaps: f.gaps,
+            witnessed,
         })
     }
 }
@@ -185,6 +206,10 @@ mod tests {
                 last: 2,
                 declared: true,
             }],
+            witnessed: Some(Witnessed {
+                size: 8,
+                root: Digest([4; 32]),
+            }),
         };
         assert_eq!(HostState::from_json(&s.to_json()).unwrap(), s);
         assert_eq!(

@@ -75,6 +75,14 @@ pub struct AgentStatus {
     pub gaps: Vec<Gap>,
     /// The latest connection or store error.
     pub last_error: Option<String>,
+    /// Size of the newest checkpoint this collector cosigned for the agent (docs/FORMAT.md §12).
+    pub witnessed_size: Option<u64>,
+    /// When it was cosigned (Unix ms).
+    pub witnessed_at_ms: Option<u64>,
+    /// Segments stored but not yet covered by a cosigned checkpoint.
+    pub witness_behind: u64,
+    /// Checkpoints this collector refused to cosign.
+    pub checkpoints_refused: u64,
     #[serde(skip)]
     last_progress: Option<Instant>,
 }
@@ -104,6 +112,10 @@ impl AgentStatus {
             last_finding: None,
             gaps: Vec::new(),
             last_error: None,
+            witnessed_size: None,
+            witnessed_at_ms: None,
+            witness_behind: 0,
+            checkpoints_refused: 0,
             last_progress: Some(Instant::now()),
         }))
     }
@@ -125,6 +137,18 @@ impl AgentStatus {
     /// A segment was rejected.
     pub fn rejected(&mut self, kind: &str, segment: u64, detail: &str) {
         self.segments_quarantined += 1;
+        *self.findings.entry(kind.to_owned()).or_default() += 1;
+        self.last_finding = Some(LastFinding {
+            kind: kind.into(),
+            segment,
+            detail: detail.into(),
+            at_ms: now_ms(),
+        });
+    }
+
+    /// A finding that is not about one stored copy (ROLLBACK, a refused checkpoint, a
+    /// squatted host id): counted and shown, nothing quarantined.
+    pub fn finding(&mut self, kind: &str, segment: u64, detail: &str) {
         *self.findings.entry(kind.to_owned()).or_default() += 1;
         self.last_finding = Some(LastFinding {
             kind: kind.into(),

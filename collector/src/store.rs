@@ -10,7 +10,11 @@
 //! <host>/quarantine/<20 digits>.seg    a rejected copy, never under segments/
 //! <host>/quarantine/<20 digits>.finding.json
 //! <host>/pinned.pub                    the agent key pinned on first use
-//! <host>/state.json                    cursor and last head
+//! <host>/state.json                    cursor, last head, last cosigned checkpoint
+//! <host>/owner.json                    the configured agent bound to this host id
+//! <host>/checkpoints/leaves            header digests of the stored segments
+//! <host>/checkpoints/witness-<id>.note the newest checkpoint this collector cosigned
+//! witness.vkey                         the C2SP verifier key of the cosignatures
 //! ```
 //!
 //! `<host>/segments` is exactly an agent's `segments` directory, so `lineagectl verify
@@ -73,6 +77,12 @@ pub enum Object {
     Pinned,
     /// `state.json`.
     State,
+    /// `checkpoints/leaves`: header digests of the stored segments (docs/FORMAT.md §12.4).
+    Leaves,
+    /// `checkpoints/witness-<key id>.note`: the newest checkpoint this collector cosigned.
+    Cosigned(u32),
+    /// `owner.json`: the configured agent this host id is bound to.
+    Owner,
 }
 
 impl Object {
@@ -84,6 +94,17 @@ impl Object {
             Object::Finding(n) => format!("quarantine/{n:020}.finding.json"),
             Object::Pinned => "pinned.pub".into(),
             Object::State => "state.json".into(),
+            Object::Leaves => format!(
+                "{}/{}",
+                lineage_evidence::tlog::CHECKPOINTS_DIR,
+                lineage_evidence::tlog::LEAVES_FILE
+            ),
+            Object::Cosigned(id) => format!(
+                "{}/{}",
+                lineage_evidence::tlog::CHECKPOINTS_DIR,
+                lineage_evidence::tlog::witness_file(id)
+            ),
+            Object::Owner => "owner.json".into(),
         }
     }
 }
@@ -188,6 +209,11 @@ impl EvidenceStore {
     /// Replaces the root-level `witness.pub`.
     pub async fn put_witness_pub(&self, data: Bytes) -> Result<(), StoreError> {
         self.put_rel("witness.pub", data).await
+    }
+
+    /// Replaces the root-level `witness.vkey` (the C2SP verifier key of the cosigner).
+    pub async fn put_witness_vkey(&self, data: Bytes) -> Result<(), StoreError> {
+        self.put_rel("witness.vkey", data).await
     }
 
     /// Makes a just-written local file and its directory durable.

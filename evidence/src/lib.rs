@@ -13,7 +13,7 @@
 //! Module map:
 //! - [`digest`]: the 32-byte digest type and the domain-separated hash functions.
 //! - [`entry`]: entry kinds, their encoders and the borrowing decoder.
-//! - [`merkle`]: RFC 6962-shaped Merkle roots and inclusion paths (BLAKE3).
+//! - [`merkle`]: RFC 6962-shaped Merkle trees over any hash: roots, inclusion and consistency proofs.
 //! - [`chain`]: [`chain::ChainWriter`], the append/seal state machine the agent drives.
 //! - [`segment`]: the sealed segment header and file encoding, and its parser.
 //! - [`keys`]: Ed25519 key generation, files, key ids.
@@ -21,18 +21,28 @@
 //! - [`trust`]: which key may sign which segment (anchors, rotations, retired keys).
 //! - [`verify`]: the offline verifier and its findings.
 //! - [`proof`]: standalone single-entry inclusion proofs.
+//! - [`rfc6962`]: the SHA-256 RFC 6962 tree of segment header digests that checkpoints commit to.
+//! - [`checkpoint`]: C2SP signed notes, checkpoints, cosignatures and verifier keys.
+//! - [`witnessed`]: verifying a log against the checkpoints its witnesses cosigned.
+//! - [`witnessed_proof`]: an entry's proof carrying a cosigned checkpoint, standing alone.
+//! - [`tlog`]: a log's `checkpoints/` directory (leaves, the latest checkpoint, cosigned ones).
 
 pub mod chain;
+pub mod checkpoint;
 pub mod digest;
 pub mod entry;
 pub mod keys;
 pub mod merkle;
 pub mod proof;
+pub mod rfc6962;
 pub mod segment;
 pub mod store;
+pub mod tlog;
 pub mod trust;
 pub mod verify;
 mod wire;
+pub mod witnessed;
+pub mod witnessed_proof;
 
 pub use chain::{ChainPosition, ChainState, ChainWriter};
 pub use digest::{Digest, HostId};

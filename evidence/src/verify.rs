@@ -54,6 +54,11 @@ pub enum FindingKind {
     UnexplainedGap,
     /// A LOSS entry the kernel's counters explain.
     DeclaredLoss,
+    /// Fewer witnesses than the quorum cosigned a checkpoint this log covers
+    /// (docs/FORMAT.md §12.5).
+    Unwitnessed,
+    /// An agent's log is behind what a collector already holds (docs/COLLECTOR.md).
+    Rollback,
 }
 
 /// How bad a finding is, in the order the CLI's exit codes rank them.
@@ -78,7 +83,9 @@ impl FindingKind {
             Modified | BadSignature | UnknownKey | Fork | Malformed | Reordered | Replayed => {
                 Outcome::IntegrityFailure
             }
-            MissingSegments | Truncated | UnexplainedGap => Outcome::CompletenessFailure,
+            MissingSegments | Truncated | UnexplainedGap | Unwitnessed | Rollback => {
+                Outcome::CompletenessFailure
+            }
             DeclaredLoss => Outcome::DeclaredLossOnly,
         }
     }
@@ -98,6 +105,8 @@ impl FindingKind {
             Truncated => "TRUNCATED",
             UnexplainedGap => "UNEXPLAINED_GAP",
             DeclaredLoss => "DECLARED_LOSS",
+            Unwitnessed => "UNWITNESSED",
+            Rollback => "ROLLBACK",
         }
     }
 }

@@ -210,9 +210,29 @@ pub struct VerifyArgs {
     /// `segment:<number>:<header digest>` or `entry:<index>:<link>` (see `lineagectl head`).
     #[arg(long, value_name = "HEAD", value_parser = parse_head)]
     pub head: Option<KnownHead>,
+    #[command(flatten)]
+    pub witness: WitnessArgs,
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Holding the log to what its witnesses cosigned (docs/FORMAT.md §12.5).
+#[derive(Debug, Args)]
+pub struct WitnessArgs {
+    /// A witness's C2SP verifier key (`<name>+<key id>+<base64 key>`), or a file holding one
+    /// (a collector writes its own to `<store>/witness.vkey`). Repeatable. The newest
+    /// checkpoint each one cosigned must be covered by the log: truncation, rollback and
+    /// forks are found with no head kept by hand.
+    #[arg(long = "witness", value_name = "VKEY")]
+    pub witnesses: Vec<String>,
+    /// How many of the --witness keys must cover the log (default: all of them).
+    #[arg(long, value_name = "N", requires = "witnesses")]
+    pub quorum: Option<usize>,
+    /// More cosigned checkpoints to hold the log to: a `.note` file, a `checkpoints/`
+    /// directory or a collector's host directory. Repeatable.
+    #[arg(long = "cosigned", value_name = "PATH", requires = "witnesses")]
+    pub cosigned: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -236,6 +256,12 @@ pub struct ProveArgs {
     /// Where to write the proof (default: entry-<N>.proof in the current directory).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// More cosigned checkpoints to choose from (a `.note` file or a directory), besides the
+    /// log's own `checkpoints/witness-*.note`. The newest one covering the entry's segment is
+    /// put in the proof, with the segment's RFC 6962 inclusion path, so that the proof stands
+    /// alone with the witness's key (`verify-proof --witness`).
+    #[arg(long = "cosigned", value_name = "PATH")]
+    pub cosigned: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -243,8 +269,16 @@ pub struct VerifyProofArgs {
     /// The proof file.
     pub file: PathBuf,
     /// The public key that must have signed the segment: a key file or 64 hex characters.
-    #[arg(long)]
-    pub key: String,
+    /// Required for a proof without a cosigned checkpoint.
+    #[arg(long, required_unless_present = "witnesses")]
+    pub key: Option<String>,
+    /// A witness's C2SP verifier key (or a file holding one) whose cosignature on the proof's
+    /// checkpoint is trusted. Repeatable.
+    #[arg(long = "witness", value_name = "VKEY")]
+    pub witnesses: Vec<String>,
+    /// How many of the --witness keys must have cosigned (default: all of them).
+    #[arg(long, value_name = "N", requires = "witnesses")]
+    pub quorum: Option<usize>,
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,

@@ -3,10 +3,12 @@
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
+use lineage_evidence::checkpoint::{VerifierKey, SIG_COSIGNATURE_V1};
 use lineage_evidence::verify::{Report, TrustMode};
+use lineage_evidence::witnessed::{self, WitnessPolicy, WitnessReport};
 use lineage_evidence::{verify_dir, PublicKey, VerifyOptions};
 
-use crate::cli::{HeadArgs, TrustArgs, VerifyArgs};
+use crate::cli::{HeadArgs, TrustArgs, VerifyArgs, WitnessArgs};
 use crate::exit;
 use crate::logdir;
 
@@ -42,27 +44,84 @@ pub fn load_one_key(k: &str) -> Result<PublicKey> {
     }
 }
 
+/// A cosigner verifier key given inline or as a file holding one.
+pub fn load_vkey(k: &str) -> Result<VerifierKey> {
+    let p = Path::new(k);
+    let text = if p.exists() {
+        std::fs::read_to_string(p).with_context(|| format!("reading {k}"))?
+    } else {
+        k.to_owned()
+    };
+    let vk = VerifierKey::parse(&text)
+        .with_context(|| format!("{k}: not a C2SP verifier key (<name>+<key id>+<key>)"))?;
+    if vk.sig_type != SIG_COSIGNATURE_V1 {
+        bail!("{k}: not a cosignature/v1 (type 0x04) witness key");
+    }
+    Ok(vk)
+}
+
+/// The witness policy of `--witness`/`--quorum`/`--cosigned`, if any witness is given.
+fn witness_policy(w: &WitnessArgs) -> Result<Option<WitnessPolicy>> {
+    if w.witnesses.is_empty() {
+        return Ok(None);
+    }
+    let witnesses = w
+        .witnesses
+        .iter()
+        .map(|k| load_vkey(k))
+        .collect::<Result<Vec<_>>>()?;
+    let quorum = w.quorum.unwrap_or(witnesses.len());
+    if quorum == 0 || quorum > witnesses.len() {
+        bail!(
+            "--quorum {quorum}: must be between 1 and the {} --witness key(s)",
+            witnesses.len()
+        );
+    }
+    Ok(Some(WitnessPolicy {
+        witnesses,
+        quorum,
+        extra: w.cosigned.clone(),
+    }))
+}
+
 pub fn run(a: &VerifyArgs) -> Result<i32> {
     logdir::require_single_log(&a.dir)?;
     let opts = VerifyOptions {
         trusted_keys: load_keys(&a.trust)?,
         known_head: a.head,
     };
-    let report =
+    let policy = witness_policy(&a.witness)?;
+    let mut report =
         verify_dir(&a.dir, &opts).with_context(|| format!("reading {}", a.dir.display()))?;
+    let witness = match (&policy, report.host_id) {
+        (Some(p), Some(host)) => {
+            let w = witnessed::check(&a.dir, host, p)
+                .with_context(|| format!("checking {} against its witnesses", a.dir.display()))?;
+            for f in &w.findings {
+                report.outcome = report.outcome.max(f.kind.outcome());
+            }
+            report.findings.extend(w.findings.iter().cloned());
+            Some(w)
+        }
+        // No intact segment: the main verifier already reports it.
+        _ => None,
+    };
     let code = exit::for_outcome(report.outcome);
     if a.json {
         let mut v = serde_json::to_value(&report)?;
         v["exit_code"] = code.into();
         v["directory"] = a.dir.display().to_string().into();
+        if let Some(w) = &witness {
+            v["witness"] = serde_json::to_value(w)?;
+        }
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        print_human(&a.dir, &report, code);
+        print_human(&a.dir, &report, witness.as_ref(), code);
     }
     Ok(code)
 }
 
-fn print_human(dir: &Path, r: &Report, code: i32) {
+fn print_human(dir: &Path, r: &Report, w: Option<&WitnessReport>, code: i32) {
     println!("log:       {}", dir.display());
     if let Some(h) = r.host_id {
         println!("host:      {h}");
@@ -92,6 +151,26 @@ fn print_human(dir: &Path, r: &Report, code: i32) {
         println!(
             "ends at:   segment {} (digest {}), {} entries, head link {}",
             h.segment, h.segment_digest, h.next_index, h.chain_head
+        );
+    }
+    if let Some(w) = w {
+        for v in &w.witnesses {
+            match (v.size, v.time) {
+                (Some(size), Some(t)) => println!(
+                    "witness:   {} cosigned {size} segment(s) at {t}: {}",
+                    v.name,
+                    if v.covers {
+                        "covered by the log"
+                    } else {
+                        "NOT covered by the log"
+                    }
+                ),
+                _ => println!("witness:   {} cosigned no checkpoint of this log", v.name),
+            }
+        }
+        println!(
+            "witnessed: segments 0..{} by {} of {} witness(es) required; {} newer segment(s) not yet cosigned",
+            w.witnessed_size, w.quorum, w.witnesses.len(), w.behind
         );
     }
     for n in &r.notices {

@@ -22,6 +22,7 @@ use lineage_evidence::{
     keys::SecretKey,
     segment::{SealedSegment, SegmentHeader},
     store::{SegmentStore, StoreError},
+    tlog::CheckpointWriter,
 };
 
 use crate::{
@@ -109,6 +110,10 @@ pub struct Recorder {
     pub deleted_segments: u64,
     /// Header of the newest segment on disk.
     pub last_sealed: Option<SegmentHeader>,
+    /// Publishes a checkpoint (docs/FORMAT.md §12) at every seal; `None` when the checkpoint
+    /// directory could not be brought in step with the segments (logged at start).
+    checkpoints: Option<CheckpointWriter>,
+    root: std::path::PathBuf,
 }
 
 impl Recorder {
@@ -167,11 +172,20 @@ impl Recorder {
             last_seal_latency: Duration::ZERO,
             deleted_segments: 0,
             last_sealed: None,
+            checkpoints: None,
+            root: root.to_owned(),
         };
         let mut recorder = recorder;
         recorder.last_sealed = match recorder.store.last_number()? {
             Some(n) => SegmentHeader::parse(&recorder.store.read(n)?).ok(),
             None => None,
+        };
+        recorder.checkpoints = match CheckpointWriter::open(root, host, &recorder.store) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::error!(error = %e, "checkpoints disabled: the checkpoint tree cannot be rebuilt from {}", root.display());
+                None
+            }
         };
         Ok((
             recorder,
@@ -383,6 +397,7 @@ impl Recorder {
     fn write_sealed(&mut self, sealed: SealedSegment, now_ns: u64) -> bool {
         match self.store.write(&sealed) {
             Ok(_) => {
+                self.publish_checkpoint(&sealed.header);
                 self.last_sealed = Some(sealed.header);
                 self.storage_failing = false;
                 if let Err(e) = self.wal.reset() {
@@ -408,6 +423,31 @@ impl Recorder {
                 false
             }
         }
+    }
+
+    /// Adds the segment just written to the checkpoint tree and signs the new checkpoint with
+    /// the key that signed the segment. A failure costs the checkpoint, never the segment.
+    fn publish_checkpoint(&mut self, header: &SegmentHeader) {
+        let Some(c) = &mut self.checkpoints else {
+            return;
+        };
+        if let Err(e) = c.append(header, &self.key) {
+            tracing::error!(error = %e, segment = header.segment_number, "checkpoint not published; checkpoints disabled until restart");
+            self.checkpoints = None;
+        }
+    }
+
+    /// Segments in the checkpoint tree and the largest size a witness cosigned (from the
+    /// notes witnesses handed back; for metrics).
+    pub fn witness_lag(&self) -> Option<(u64, Option<u64>)> {
+        let size = self.checkpoints.as_ref()?.size();
+        let dir = lineage_evidence::tlog::dir_of(&self.root);
+        Some((
+            size,
+            lineage_evidence::tlog::newest_cosigned_size(&dir)
+                .ok()
+                .flatten(),
+        ))
     }
 
     fn retry_unwritten(&mut self, now_ns: u64) -> bool {

@@ -133,6 +133,20 @@ pub fn metrics_page(
         "1 while a sealed segment cannot be written (disk full).",
         &[("", f64::from(u8::from(recorder.degraded())))],
     );
+    if let Some((size, witnessed)) = recorder.witness_lag() {
+        r.metric(
+            "lineage_checkpoint_segments",
+            "gauge",
+            "Segments in the newest published checkpoint (docs/FORMAT.md §12).",
+            &[("", size as f64)],
+        );
+        r.metric(
+            "lineage_witness_behind_segments",
+            "gauge",
+            "Segments sealed after the newest checkpoint a witness cosigned (all of them when none has).",
+            &[("", size.saturating_sub(witnessed.unwrap_or(0)) as f64)],
+        );
+    }
     r.metric(
         "lineage_ringbuf_fill_bytes",
         "gauge",

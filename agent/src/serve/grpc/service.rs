@@ -2,14 +2,19 @@
 
 use std::{pin::Pin, sync::Arc, time::Duration};
 
+use lineage_evidence::checkpoint::Note;
+use lineage_evidence::digest::HostId;
+use lineage_evidence::tlog::{self, TlogError};
 use lineage_evidence::{
     segment::SegmentHeader,
     store::{SegmentStore, StoreError},
 };
 use lineage_proto::v1::{
     agent_server::Agent, tail_message, AckSegmentsRequest, AckSegmentsResponse, AgentInfo,
-    GetInfoRequest, GetLineageRequest, LineageResponse, ListSegmentsRequest, ListSegmentsResponse,
-    ProbeStatus, PublicKey, PullSegmentsRequest, Segment, SegmentSummary, TailMessage, TailRequest,
+    GetCheckpointRequest, GetCheckpointResponse, GetInfoRequest, GetLineageRequest,
+    LineageResponse, ListSegmentsRequest, ListSegmentsResponse, ProbeStatus, PublicKey,
+    PullSegmentsRequest, Segment, SegmentSummary, SubmitCosignatureRequest,
+    SubmitCosignatureResponse, TailMessage, TailRequest,
 };
 use tokio::sync::{broadcast::error::RecvError, mpsc, oneshot};
 use tokio_stream::{wrappers::ReceiverStream, Stream};
@@ -48,6 +53,15 @@ fn store_status(e: StoreError) -> Status {
             Status::not_found(source.to_string())
         }
         other => Status::internal(other.to_string()),
+    }
+}
+
+fn tlog_status(e: TlogError) -> Status {
+    match e {
+        TlogError::Empty => Status::not_found(e.to_string()),
+        TlogError::OldTooLarge { .. } => Status::out_of_range(e.to_string()),
+        TlogError::Note { .. } | TlogError::Foreign(_) => Status::invalid_argument(e.to_string()),
+        e => Status::internal(e.to_string()),
     }
 }
 
@@ -200,6 +214,42 @@ impl Agent for AgentService {
         };
         write().map_err(|e| Status::internal(format!("recording the acknowledgement: {e}")))?;
         Ok(Response::new(AckSegmentsResponse {}))
+    }
+
+    async fn get_checkpoint(
+        &self,
+        request: Request<GetCheckpointRequest>,
+    ) -> Result<Response<GetCheckpointResponse>, Status> {
+        self.access.check(&request, Right::Pull)?;
+        let old = request.into_inner().old_size;
+        let dir = tlog::dir_of(&self.shared.data_dir);
+        // Hashing the tree is CPU work on a blocking thread, off the async runtime.
+        let body = tokio::task::spawn_blocking(move || {
+            tlog::read_published(&dir).and_then(|p| p.add_checkpoint_body(old))
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(tlog_status)?;
+        Ok(Response::new(GetCheckpointResponse {
+            add_checkpoint: body,
+        }))
+    }
+
+    async fn submit_cosignature(
+        &self,
+        request: Request<SubmitCosignatureRequest>,
+    ) -> Result<Response<SubmitCosignatureResponse>, Status> {
+        self.access.check(&request, Right::Pull)?;
+        let req = request.into_inner();
+        let note = Note::parse(req.cosigned_checkpoint.as_bytes())
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let host = HostId(self.shared.info.host_id);
+        tlog::store_cosigned(&tlog::dir_of(&self.shared.data_dir), &host, &note)
+            .map_err(tlog_status)?;
+        if !req.refused.is_empty() {
+            tracing::error!(witness = %req.witness, "witness {} refused this agent's checkpoint: {}", req.witness, req.refused);
+        }
+        Ok(Response::new(SubmitCosignatureResponse {}))
     }
 
     type TailStream = Stream_<TailMessage>;
