@@ -543,9 +543,8 @@ async fn a_rolled_back_agent_is_refused_and_its_own_data_dir_shows_it() {
     let refusal = w.fixture.refusals.lock().unwrap()[0].clone();
     assert!(refusal.contains("422"), "{refusal}");
     let st = w.status();
-    assert_eq!(
+    assert!(
         st["agents"][0]["findings"]["FORK"].as_u64().unwrap_or(0) >= 1,
-        true,
         "{st:#}"
     );
     assert_eq!(st["agents"][0]["witnessed_size"], 6, "{st:#}");

@@ -346,8 +346,11 @@ pub fn newest_cosigned_size(dir: &Path) -> Result<Option<u64>, TlogError> {
         .max())
 }
 
+/// A stored witness note and whether it parses.
+pub type CosignedFile = (PathBuf, Result<Note, TlogError>);
+
 /// Every `witness-*.note` in `dir` (unparsable ones are reported as errors in place).
-pub fn read_cosigned(dir: &Path) -> Result<Vec<(PathBuf, Result<Note, TlogError>)>, TlogError> {
+pub fn read_cosigned(dir: &Path) -> Result<Vec<CosignedFile>, TlogError> {
     let mut out = Vec::new();
     let rd = match fs::read_dir(dir) {
         Ok(rd) => rd,
