@@ -27,15 +27,28 @@ pub enum RecordKind {
     Exit = 5,
     /// A file syscall (open, unlink, rename, chmod, chown) with its result.
     FileOp = 6,
-    /// `connect` or `accept`/`accept4` with its result.
+    /// `connect`, `accept`/`accept4`, `bind`, `listen` or a send to a new peer, with its result.
     Net = 7,
+    /// `io_uring:io_uring_submit_req`: a file or network request as the kernel prepared it.
+    IoUring = 8,
+    /// `io_uring:io_uring_complete` of a request recorded by [`RecordKind::IoUring`].
+    IoUringDone = 9,
+    /// `io_uring:io_uring_create` / `io_uring:io_uring_register`.
+    IoUringSetup = 10,
+    /// A security-relevant syscall outside the file and socket families (credentials, ptrace,
+    /// modules, bpf, mounts, namespaces, memfd), or a compat syscall that is not decoded.
+    Syscall = 11,
+    /// `signal:signal_generate` with the agent as the target.
+    Signal = 12,
+    /// `task:task_rename`: a comm change.
+    CommChange = 13,
 }
 
 /// Number of slots in per-kind counter arrays (index = kind number).
-pub const KIND_SLOTS: u32 = 8;
+pub const KIND_SLOTS: u32 = 16;
 
 impl RecordKind {
-    pub const ALL: [RecordKind; 7] = [
+    pub const ALL: [RecordKind; 13] = [
         RecordKind::ExecArgs,
         RecordKind::Exec,
         RecordKind::ExecFailed,
@@ -43,6 +56,12 @@ impl RecordKind {
         RecordKind::Exit,
         RecordKind::FileOp,
         RecordKind::Net,
+        RecordKind::IoUring,
+        RecordKind::IoUringDone,
+        RecordKind::IoUringSetup,
+        RecordKind::Syscall,
+        RecordKind::Signal,
+        RecordKind::CommChange,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -54,6 +73,12 @@ impl RecordKind {
             RecordKind::Exit => "exit",
             RecordKind::FileOp => "file",
             RecordKind::Net => "net",
+            RecordKind::IoUring => "io_uring",
+            RecordKind::IoUringDone => "io_uring_done",
+            RecordKind::IoUringSetup => "io_uring_setup",
+            RecordKind::Syscall => "syscall",
+            RecordKind::Signal => "signal",
+            RecordKind::CommChange => "comm_change",
         }
     }
 }
@@ -73,6 +98,12 @@ impl TryFrom<u32> for RecordKind {
             5 => RecordKind::Exit,
             6 => RecordKind::FileOp,
             7 => RecordKind::Net,
+            8 => RecordKind::IoUring,
+            9 => RecordKind::IoUringDone,
+            10 => RecordKind::IoUringSetup,
+            11 => RecordKind::Syscall,
+            12 => RecordKind::Signal,
+            13 => RecordKind::CommChange,
             other => return Err(UnknownKind(other)),
         })
     }
@@ -112,7 +143,13 @@ pub mod exec_flags {
     pub const FILENAME_TRUNCATED: u32 = 1 << 2;
     /// Reading argv from user memory failed (bad pointer): what was read so far is kept.
     pub const ARGS_READ_FAILED: u32 = 1 << 3;
+    /// A 32-bit (`int 0x80` / ia32 compat) execve: argv is an array of 32-bit pointers.
+    pub const COMPAT: u32 = 1 << 4;
 }
+
+/// Bit 31 of a record's `syscall_nr`: the call came through the 32-bit compat entry (`int 0x80`,
+/// ia32 emulation) and the low bits are an i386 syscall number.
+pub const SYSCALL_COMPAT: u32 = 1 << 31;
 
 /// `sys_enter_execve` / `sys_enter_execveat`: argv as passed. Variable length: only the first
 /// `args_len` bytes of `args` are sent (`header.len` = offset of `args` + `args_len`).
@@ -205,12 +242,43 @@ pub mod file_op {
     pub const RENAME: u32 = 3;
     pub const CHMOD: u32 = 4;
     pub const CHOWN: u32 = 5;
+    /// `link`/`linkat`: `path` the existing file, `path2` the new name.
+    pub const LINK: u32 = 6;
+    /// `symlink`/`symlinkat`: `path` the target text, `path2` the new link.
+    pub const SYMLINK: u32 = 7;
+    pub const MKDIR: u32 = 8;
+    pub const RMDIR: u32 = 9;
+    /// `mknod`/`mknodat`: `mode` carries the file type; the device number is in `uid`.
+    pub const MKNOD: u32 = 10;
+    /// `truncate`/`ftruncate`: the new length is in `uid` (low) and `gid` (high).
+    pub const TRUNCATE: u32 = 11;
+    /// `setxattr` family: `path2` is the attribute name.
+    pub const SETXATTR: u32 = 12;
+    /// `removexattr` family: `path2` is the attribute name.
+    pub const REMOVEXATTR: u32 = 13;
+    /// `utime`/`utimes`/`utimensat`/`futimesat`.
+    pub const UTIMES: u32 = 14;
+
+    /// Whether the op carries a second path or name in `path2`.
+    pub const fn has_path2(op: u32) -> bool {
+        matches!(op, RENAME | LINK | SYMLINK | SETXATTR | REMOVEXATTR)
+    }
 }
+
+/// `AT_EMPTY_PATH`: set in a file record's `flags` when the call named an fd (`fchmod`,
+/// `fchown`, `ftruncate`, `fsetxattr`, ...) rather than a path; `dirfd` is that fd.
+pub const AT_EMPTY_PATH: u32 = 0x1000;
 
 /// Network operations in [`NetRecord::op`].
 pub mod net_op {
     pub const CONNECT: u32 = 1;
     pub const ACCEPT: u32 = 2;
+    /// `bind`: the local address the caller asked for.
+    pub const BIND: u32 = 3;
+    /// `listen`: the bound address read from the socket; the backlog is in `local_port`.
+    pub const LISTEN: u32 = 4;
+    /// `sendto`/`sendmsg` with an explicit destination, once per (socket, peer).
+    pub const SEND: u32 = 5;
 }
 
 /// Flags in [`FileOpRecord::trunc`].
@@ -346,6 +414,171 @@ pub mod builtin_rule {
 pub const FIRST_USER_RULE: u32 = 8;
 pub const FILTER_SLOTS: u32 = 64;
 
+/// A file or socket request submitted through io_uring, read from the kernel's prepared request
+/// (`struct io_kiocb` and its per-opcode command) at `io_uring_submit_req`, before it runs.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct IoUringRecord {
+    pub header: RecordHeader,
+    /// The ring (`struct io_ring_ctx *`) and request (`struct io_kiocb *`): with `user_data` they
+    /// join this record to its [`IoUringDoneRecord`].
+    pub ctx: u64,
+    pub req: u64,
+    pub user_data: u64,
+    /// `IORING_OP_*`.
+    pub opcode: u32,
+    /// A [`file_op`] or `0x100 | `[`net_op`] value; 0 when the opcode is not decoded.
+    pub op: u32,
+    /// The request's fd (`sqe->fd`), a fixed-file index when `IOSQE_FIXED_FILE` is in
+    /// `sqe_flags`; -1 when the opcode takes none.
+    pub fd: i32,
+    pub sqe_flags: u32,
+    /// Directory fds of the first and second path (-100 = the cwd).
+    pub dirfd: i32,
+    pub dirfd2: i32,
+    /// Open flags or the per-opcode flags (`renameat2`, `unlinkat`, `linkat`).
+    pub flags: u32,
+    pub mode: u32,
+    /// 1 when submitted by the SQPOLL kernel thread.
+    pub sq_thread: u32,
+    /// [`path_flags`] bits; [`io_uring_flags`] bits.
+    pub trunc: u32,
+    /// Socket family and port (host order) of the kernel's copy of the address.
+    pub family: u16,
+    pub port: u16,
+    /// Valid bytes of `addr`: 4, 16 or the Unix path length.
+    pub addr_len: u16,
+    pub _pad: u16,
+    pub path2_len: u32,
+    pub path_len: u32,
+    /// `path_len * 8` right before `path`: an LPM key for the path-prefix filter.
+    pub path_prefix_bits: u32,
+    pub path: [u8; PATH_CAP],
+    pub path2: [u8; PATH_CAP],
+    /// IP address, or the Unix socket path.
+    pub addr: [u8; 108],
+    pub _pad2: [u8; 8],
+}
+
+/// Flags in [`IoUringRecord::trunc`] beyond the [`path_flags`].
+pub mod io_uring_flags {
+    /// The kernel structures of this opcode could not be read (BTF members missing): only the
+    /// opcode, fd and process are known.
+    pub const UNDECODED: u32 = 1 << 8;
+}
+
+/// Offset of `op` values that are socket operations in [`IoUringRecord::op`].
+pub const IO_URING_NET: u32 = 0x100;
+
+/// `io_uring:io_uring_complete` for a request that was recorded at submit.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct IoUringDoneRecord {
+    pub header: RecordHeader,
+    pub ctx: u64,
+    pub req: u64,
+    pub user_data: u64,
+    /// The CQE result: an fd, 0 or `-errno`.
+    pub res: i32,
+    pub cflags: u32,
+}
+
+/// `io_uring_create` (ring set up) or `io_uring_register`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct IoUringSetupRecord {
+    pub header: RecordHeader,
+    pub ctx: u64,
+    /// 0: create; 1: register.
+    pub what: u32,
+    /// create: the ring fd.
+    pub fd: i32,
+    /// create: SQ and CQ sizes and setup flags; register: opcode, files, buffers.
+    pub a: u32,
+    pub b: u32,
+    pub c: u32,
+    pub _pad: u32,
+    /// register: the return value.
+    pub ret: i64,
+}
+
+/// Kinds of [`SyscallRecord::op`].
+pub mod sys_op {
+    /// setuid/setgid/setreuid/setregid/setresuid/setresgid/setgroups/setfsuid/setfsgid.
+    pub const CREDS: u32 = 1;
+    pub const CAPSET: u32 = 2;
+    /// ptrace attach/seize/traceme and memory/register pokes.
+    pub const PTRACE: u32 = 3;
+    /// init_module / finit_module (`str1`: the module's path or name when known).
+    pub const MODULE_LOAD: u32 = 4;
+    /// delete_module (`str1`: the module name).
+    pub const MODULE_UNLOAD: u32 = 5;
+    /// bpf(): `args[0]` the command; `str1` the program or map name.
+    pub const BPF: u32 = 6;
+    /// mount (`str1` source, `str2` target; args: flags), umount (`str2` target).
+    pub const MOUNT: u32 = 7;
+    pub const UMOUNT: u32 = 8;
+    /// pivot_root (`str1` new root, `str2` put_old).
+    pub const PIVOT_ROOT: u32 = 9;
+    pub const UNSHARE: u32 = 10;
+    pub const SETNS: u32 = 11;
+    /// memfd_create (`str1`: the name).
+    pub const MEMFD: u32 = 12;
+    /// A compat syscall that is not decoded: its number and raw arguments.
+    pub const COMPAT_OTHER: u32 = 13;
+}
+
+/// Credentials as `[uid, gid, suid, sgid, euid, egid, fsuid, fsgid]`.
+pub type Ids = [u32; 8];
+
+/// A security-relevant syscall with its raw arguments, result and, for credential changes,
+/// the credentials before (entry) and after (exit). Fixed size.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SyscallRecord {
+    pub header: RecordHeader,
+    /// Syscall number; [`SYSCALL_COMPAT`] set for an i386 number.
+    pub syscall_nr: u32,
+    /// A [`sys_op`] value.
+    pub op: u32,
+    pub result: i64,
+    pub args: [u64; 6],
+    pub old_ids: Ids,
+    pub new_ids: Ids,
+    /// `cap_effective` before and after.
+    pub old_caps: u64,
+    pub new_caps: u64,
+    pub str1_len: u32,
+    pub str2_len: u32,
+    pub str1: [u8; PATH_CAP],
+    pub str2: [u8; PATH_CAP],
+}
+
+/// `signal_generate` aimed at the agent: who sent which signal.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SignalRecord {
+    pub header: RecordHeader,
+    pub sig: i32,
+    pub code: i32,
+    /// The target task (the agent's pid or one of its threads).
+    pub target_pid: i32,
+    /// `TRACE_SIGNAL_*`: 0 delivered, 1 ignored, 2 already pending, ...
+    pub result: i32,
+}
+
+/// `task_rename`: a task changed its comm.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CommChangeRecord {
+    pub header: RecordHeader,
+    /// The renamed task (may differ from the actor writing /proc/PID/comm).
+    pub target_pid: u32,
+    pub _pad: u32,
+    pub old_comm: [u8; COMM_LEN],
+    pub new_comm: [u8; COMM_LEN],
+}
+
 /// Syscall arguments kept between entry and exit, per thread.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
@@ -360,7 +593,8 @@ pub struct PendingSyscall {
     pub gid: u32,
     /// Socket fd for network calls.
     pub fd: i32,
-    pub _pad: u32,
+    /// The [`RecordKind`] the exit probe emits.
+    pub kind: u32,
     /// First path or sockaddr pointer (user memory).
     pub ptr1: u64,
     /// Second path pointer (rename target).
@@ -405,6 +639,19 @@ const _: () = {
     assert!(offset_of!(NetRecord, addr) == 92);
     assert!(size_of::<NetRecord>() == 200);
     assert!(size_of::<FilterConfig>() == 40);
+    assert!(offset_of!(IoUringRecord, opcode) == 72);
+    assert!(offset_of!(IoUringRecord, path_prefix_bits) == 128);
+    assert!(offset_of!(IoUringRecord, path) == 132);
+    assert!(offset_of!(IoUringRecord, addr) == 132 + 2 * PATH_CAP);
+    assert!(size_of::<IoUringRecord>() == 132 + 2 * PATH_CAP + 116);
+    assert!(size_of::<IoUringDoneRecord>() == 80);
+    assert!(size_of::<IoUringSetupRecord>() == 88);
+    assert!(offset_of!(SyscallRecord, args) == 64);
+    assert!(offset_of!(SyscallRecord, old_caps) == 176);
+    assert!(offset_of!(SyscallRecord, str1) == 200);
+    assert!(size_of::<SyscallRecord>() == 200 + 2 * PATH_CAP);
+    assert!(size_of::<SignalRecord>() == 64);
+    assert!(size_of::<CommChangeRecord>() == 88);
     assert!(size_of::<PendingSyscall>() == 64);
     assert!(ARGS_CAP.is_power_of_two());
     assert!(PATH_CAP.is_power_of_two());

@@ -80,23 +80,48 @@ fn capture_args(
     name_off: usize,
     argv_off: usize,
 ) {
+    // SAFETY: tracepoint arguments are read by offset from the documented format.
+    let (filename, argv, dirfd) = unsafe {
+        (
+            ctx.read_at::<u64>(name_off).unwrap_or(0),
+            ctx.read_at::<u64>(argv_off).unwrap_or(0),
+            match fd_offset {
+                Some(off) => ctx.read_at::<i64>(off).unwrap_or(0) as i32,
+                None => AT_FDCWD,
+            },
+        )
+    };
+    capture(filename, argv, dirfd, false);
+}
+
+/// One argv entry: a 64-bit pointer, or a 32-bit one for a compat exec.
+#[inline(always)]
+fn argv_entry(argv: u64, i: u32, compat: bool) -> Result<u64, i32> {
+    // SAFETY: user memory through the checked helper.
+    unsafe {
+        if compat {
+            bpf_probe_read_user((argv as *const u32).wrapping_add(i as usize)).map(u64::from)
+        } else {
+            bpf_probe_read_user((argv as *const u64).wrapping_add(i as usize))
+        }
+    }
+}
+
+/// Sends an `ExecArgs` record for an exec about to run: `filename` and `argv` are user
+/// pointers; `compat` marks a 32-bit exec whose argv holds 32-bit pointers.
+#[inline(always)]
+pub fn capture(filename: u64, argv: u64, dirfd: i32, compat: bool) {
     let Some((pid, tgid)) = observed_task() else {
         return;
     };
     let Some(scratch) = EXEC_ARGS_SCRATCH.get_ptr_mut(0) else {
         return;
     };
-    // SAFETY: the scratch slot is this CPU's; tracepoint arguments are read by offset from the
-    // documented format and validated by the helpers.
+    // SAFETY: the scratch slot is this CPU's; user pointers are validated by the helpers.
     unsafe {
         let rec: *mut ExecArgsRecord = &raw mut (*scratch).record;
-        let filename: *const u8 = ctx.read_at(name_off).unwrap_or(core::ptr::null());
-        let argv: *const *const u8 = ctx.read_at(argv_off).unwrap_or(core::ptr::null());
-        let dirfd = match fd_offset {
-            Some(off) => ctx.read_at::<i64>(off).unwrap_or(0) as i32,
-            None => AT_FDCWD,
-        };
-        let mut flags = 0u32;
+        let filename = filename as *const u8;
+        let mut flags = if compat { exec_flags::COMPAT } else { 0 };
 
         let name_buf = (*rec).filename.as_mut_ptr();
         let n = bpf_probe_read_user_str(name_buf.cast(), PATH_CAP as u32, filename.cast());
@@ -118,13 +143,14 @@ fn capture_args(
         let mut argc: u32 = 0;
         let mut i: u32 = 0;
         while i < MAX_ARGS {
-            let Ok(arg) = bpf_probe_read_user(argv.wrapping_add(i as usize)) else {
+            let Ok(arg) = argv_entry(argv, i, compat) else {
                 flags |= exec_flags::ARGS_READ_FAILED;
                 break;
             };
-            if arg.is_null() {
+            if arg == 0 {
                 break;
             }
+            let arg = arg as *const u8;
             if off >= ARGS_CAP {
                 flags |= exec_flags::ARGS_TRUNCATED;
                 break;
@@ -147,8 +173,8 @@ fn capture_args(
             i += 1;
         }
         if i == MAX_ARGS {
-            if let Ok(next) = bpf_probe_read_user(argv.wrapping_add(MAX_ARGS as usize)) {
-                if !next.is_null() {
+            if let Ok(next) = argv_entry(argv, MAX_ARGS, compat) {
+                if next != 0 {
                     flags |= exec_flags::ARGS_TOO_MANY;
                 }
             }
@@ -175,6 +201,12 @@ fn capture_args(
 fn report_failure(ctx: &TracePointContext) {
     // SAFETY: `ret` is at offset 16 in the sys_exit format.
     let ret: i64 = unsafe { ctx.read_at(16) }.unwrap_or(0);
+    report_result(ret);
+}
+
+/// Sends an `ExecFailed` record when an exec returned an error.
+#[inline(always)]
+pub fn report_result(ret: i64) {
     if ret >= 0 {
         return;
     }

@@ -1,5 +1,12 @@
 //! File syscalls: open/openat/openat2/creat, unlink/unlinkat, rename/renameat/renameat2,
-//! chmod/fchmodat/fchmodat2, chown/lchown/fchownat.
+//! chmod/fchmodat/fchmodat2/fchmod, chown/lchown/fchownat/fchown, link/linkat,
+//! symlink/symlinkat, mkdir/mkdirat, rmdir, mknod/mknodat, truncate/ftruncate, the setxattr and
+//! removexattr families, utime/utimes/utimensat/futimesat.
+//!
+//! Calls that name an fd instead of a path (`fchmod`, `ftruncate`, `fsetxattr`, ...) are
+//! recorded with `AT_EMPTY_PATH` and the fd in `dirfd`, as the kernel itself treats them; the
+//! path-prefix filter cannot judge them in the kernel and lets them through (over-recording,
+//! never a silent gap).
 //!
 //! `sys_enter_file` is attached to each syscall's `syscalls/sys_enter_*` tracepoint (argument
 //! `i` at offset 16 + 8·i) and keeps the arguments per thread; `sys_exit_file`, attached to the
@@ -15,8 +22,8 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use lineage_common::{
-    builtin_rule, file_op, path_flags, rule_action, PendingSyscall, RecordKind, FILE_OP_FIXED_LEN,
-    PATH_CAP,
+    builtin_rule, file_op, path_flags, rule_action, PendingSyscall, RecordKind, AT_EMPTY_PATH,
+    FILE_OP_FIXED_LEN, PATH_CAP,
 };
 
 use crate::{
@@ -41,9 +48,26 @@ fn arg(ctx: &TracePointContext, i: usize) -> u64 {
 /// The tracked syscall's arguments in a common shape, or `None` for an untracked number.
 #[inline(always)]
 fn file_args(ctx: &TracePointContext, syscall: i32) -> Option<PendingSyscall> {
-    let a = |i| arg(ctx, i);
+    file_args_from(syscall, syscall as u32, |i| arg(ctx, i))
+}
+
+/// A pending file op for an fd-only call (`fchmod`, `ftruncate`, ...).
+#[inline(always)]
+fn on_fd(p: &mut PendingSyscall, op: u32, fd: u64) {
+    (p.op, p.dirfd, p.flags) = (op, fd as i32, AT_EMPTY_PATH);
+}
+
+/// Decodes a native syscall (`syscall`, argument `i` from `a(i)`) into a pending file op;
+/// `recorded_nr` is what the record will carry as its syscall number.
+#[inline(always)]
+pub fn file_args_from(
+    syscall: i32,
+    recorded_nr: u32,
+    a: impl Fn(usize) -> u64,
+) -> Option<PendingSyscall> {
     let mut p = PendingSyscall {
-        syscall_nr: syscall as u32,
+        syscall_nr: recorded_nr,
+        kind: RecordKind::FileOp as u32,
         dirfd: AT_FDCWD,
         dirfd2: AT_FDCWD,
         uid: u32::MAX,
@@ -110,6 +134,86 @@ fn file_args(ctx: &TracePointContext, syscall: i32) -> Option<PendingSyscall> {
                 a(4) as u32,
             )
         }
+        nr::LINK => (p.op, p.ptr1, p.ptr2) = (file_op::LINK, a(0), a(1)),
+        nr::LINKAT => {
+            (p.op, p.dirfd, p.ptr1, p.dirfd2, p.ptr2, p.flags) = (
+                file_op::LINK,
+                a(0) as i32,
+                a(1),
+                a(2) as i32,
+                a(3),
+                a(4) as u32,
+            )
+        }
+        nr::SYMLINK => (p.op, p.ptr1, p.ptr2) = (file_op::SYMLINK, a(0), a(1)),
+        nr::SYMLINKAT => {
+            (p.op, p.ptr1, p.dirfd2, p.ptr2) = (file_op::SYMLINK, a(0), a(1) as i32, a(2))
+        }
+        nr::MKDIR => (p.op, p.ptr1, p.mode) = (file_op::MKDIR, a(0), a(1) as u32),
+        nr::MKDIRAT => {
+            (p.op, p.dirfd, p.ptr1, p.mode) = (file_op::MKDIR, a(0) as i32, a(1), a(2) as u32)
+        }
+        nr::RMDIR => (p.op, p.ptr1) = (file_op::RMDIR, a(0)),
+        nr::MKNOD => {
+            (p.op, p.ptr1, p.mode, p.uid) = (file_op::MKNOD, a(0), a(1) as u32, a(2) as u32)
+        }
+        nr::MKNODAT => {
+            (p.op, p.dirfd, p.ptr1, p.mode, p.uid) =
+                (file_op::MKNOD, a(0) as i32, a(1), a(2) as u32, a(3) as u32)
+        }
+        nr::TRUNCATE => {
+            (p.op, p.ptr1, p.uid, p.gid) =
+                (file_op::TRUNCATE, a(0), a(1) as u32, (a(1) >> 32) as u32)
+        }
+        nr::FTRUNCATE => {
+            on_fd(&mut p, file_op::TRUNCATE, a(0));
+            (p.uid, p.gid) = (a(1) as u32, (a(1) >> 32) as u32);
+        }
+        nr::FCHMOD => {
+            on_fd(&mut p, file_op::CHMOD, a(0));
+            p.mode = a(1) as u32;
+        }
+        nr::FCHOWN => {
+            on_fd(&mut p, file_op::CHOWN, a(0));
+            (p.uid, p.gid) = (a(1) as u32, a(2) as u32);
+        }
+        nr::SETXATTR | nr::LSETXATTR => {
+            (p.op, p.ptr1, p.ptr2, p.flags) = (file_op::SETXATTR, a(0), a(1), a(4) as u32);
+            if syscall == nr::LSETXATTR {
+                p.flags |= AT_SYMLINK_NOFOLLOW << 16;
+            }
+        }
+        nr::FSETXATTR => {
+            on_fd(&mut p, file_op::SETXATTR, a(0));
+            p.ptr2 = a(1);
+        }
+        nr::SETXATTRAT => {
+            (p.op, p.dirfd, p.ptr1, p.flags, p.ptr2) =
+                (file_op::SETXATTR, a(0) as i32, a(1), a(2) as u32, a(3))
+        }
+        nr::REMOVEXATTR | nr::LREMOVEXATTR => {
+            (p.op, p.ptr1, p.ptr2) = (file_op::REMOVEXATTR, a(0), a(1));
+            if syscall == nr::LREMOVEXATTR {
+                p.flags = AT_SYMLINK_NOFOLLOW;
+            }
+        }
+        nr::FREMOVEXATTR => {
+            on_fd(&mut p, file_op::REMOVEXATTR, a(0));
+            p.ptr2 = a(1);
+        }
+        nr::REMOVEXATTRAT => {
+            (p.op, p.dirfd, p.ptr1, p.flags, p.ptr2) =
+                (file_op::REMOVEXATTR, a(0) as i32, a(1), a(2) as u32, a(3))
+        }
+        nr::UTIME | nr::UTIMES => (p.op, p.ptr1) = (file_op::UTIMES, a(0)),
+        nr::FUTIMESAT => (p.op, p.dirfd, p.ptr1) = (file_op::UTIMES, a(0) as i32, a(1)),
+        nr::UTIMENSAT => {
+            (p.op, p.dirfd, p.ptr1, p.flags) = (file_op::UTIMES, a(0) as i32, a(1), a(3) as u32);
+            // utimensat(fd, NULL, ...) is futimens: the fd itself.
+            if p.ptr1 == 0 {
+                p.flags |= AT_EMPTY_PATH;
+            }
+        }
         _ => return None,
     }
     Some(p)
@@ -125,28 +229,38 @@ pub fn sys_enter_file(ctx: TracePointContext) -> u32 {
     let Some(pending) = file_args(&ctx, syscall) else {
         return 0;
     };
+    enter(pid, &pending);
+    0
+}
+
+/// Applies the op and actor filters to a decoded call and keeps it for the exit probe.
+#[inline(always)]
+pub fn enter(pid: u32, pending: &PendingSyscall) {
     let cfg = filter::config();
     if cfg.disabled_ops & (1 << pending.op) != 0 {
         filter::count(builtin_rule::OP_DISABLED);
-        return 0;
+        return;
     }
     if pending.op == file_op::OPEN
         && cfg.open_flags_mask != 0
         && pending.flags & cfg.open_flags_mask == 0
     {
         filter::count(builtin_rule::OPEN_FLAGS);
-        return 0;
+        return;
     }
     if !filter::actor_allowed(&cfg) {
-        return 0;
+        return;
     }
-    let _ = PENDING.insert(&pid, &pending, 0);
-    0
+    let _ = PENDING.insert(&pid, pending, 0);
 }
 
 /// Reads a user string into `dst` (PATH_CAP bytes); returns (length without NUL, flags).
+/// A NULL pointer (an fd-only call) reads as empty, not as unreadable.
 #[inline(always)]
 fn read_path(src: u64, dst: *mut u8, truncated: u32) -> (u32, u32) {
+    if src == 0 {
+        return (0, 0);
+    }
     // SAFETY: the helper validates the user address and writes at most PATH_CAP bytes.
     let n = unsafe { bpf_probe_read_user_str(dst.cast(), PATH_CAP as u32, src as *const _) };
     if n <= 0 {
@@ -177,12 +291,21 @@ pub fn sys_exit_file(ctx: TracePointContext) -> u32 {
         return 0;
     };
     let _ = PENDING.remove(&pid);
+    // SAFETY: `ret` is at offset 16.
+    let result: i64 = unsafe { ctx.read_at(16) }.unwrap_or(0);
+    exit(pid, tgid, &pending, result);
+    0
+}
+
+/// Reads the paths of a finished call, applies the path filter and emits its record.
+#[inline(always)]
+pub fn exit(pid: u32, tgid: u32, pending: &PendingSyscall, result: i64) {
     let Some(rec) = FILE_SCRATCH.get_ptr_mut(0) else {
-        return 0;
+        return;
     };
-    // SAFETY: `ret` is at offset 16; `rec` is this CPU's scratch slot.
+    let has_path2 = file_op::has_path2(pending.op);
+    // SAFETY: `rec` is this CPU's scratch slot.
     unsafe {
-        let result: i64 = ctx.read_at(16).unwrap_or(0);
         let (path_len, mut trunc) = read_path(
             pending.ptr1,
             (*rec).path.as_mut_ptr(),
@@ -192,20 +315,21 @@ pub fn sys_exit_file(ctx: TracePointContext) -> u32 {
         (*rec).path_prefix_bits = path_len * 8;
         // The longest configured prefix decides; with include-only paths, no match drops.
         let key = &*(&raw const (*rec).path_prefix_bits as *const Key<[u8; PATH_CAP]>);
+        // An fd-only call has no path to judge (see the module docs).
+        let judged = pending.ptr1 != 0;
         match PATH_FILTER.get(key).copied() {
-            Some(rule) if rule.action == rule_action::EXCLUDE => {
+            Some(rule) if judged && rule.action == rule_action::EXCLUDE => {
                 filter::count(rule.rule_id);
-                return 0;
+                return;
             }
-            Some(_) => {}
-            None if filter::config().path_default_exclude != 0 => {
+            None if judged && filter::config().path_default_exclude != 0 => {
                 filter::count(builtin_rule::PATH_NOT_INCLUDED);
-                return 0;
+                return;
             }
-            None => {}
+            _ => {}
         }
         let mut path2_len = 0;
-        if pending.op == file_op::RENAME {
+        if has_path2 {
             let (len2, t2) = read_path(
                 pending.ptr2,
                 (*rec).path2.as_mut_ptr(),
@@ -214,7 +338,7 @@ pub fn sys_exit_file(ctx: TracePointContext) -> u32 {
             path2_len = len2;
             trunc |= t2;
         }
-        let len = if pending.op == file_op::RENAME {
+        let len = if has_path2 {
             FILE_OP_FIXED_LEN + PATH_CAP + (path2_len as usize & (PATH_CAP - 1))
         } else {
             FILE_OP_FIXED_LEN + (path_len as usize & (PATH_CAP - 1))
@@ -236,5 +360,4 @@ pub fn sys_exit_file(ctx: TracePointContext) -> u32 {
             count_failure(RecordKind::FileOp);
         }
     }
-    0
 }

@@ -6,16 +6,20 @@
 #![no_std]
 #![no_main]
 
+mod compat;
 mod emit;
 mod exec;
 mod exit;
 mod file;
 mod filter;
 mod fork;
+mod io_uring;
 mod maps;
 mod net;
+mod sec;
 mod syscalls;
 mod task;
+mod task_events;
 
 #[cfg(not(test))]
 #[panic_handler]

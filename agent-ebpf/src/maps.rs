@@ -5,8 +5,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use lineage_common::{
-    ExecArgsRecord, FileOpRecord, FilterConfig, FilterRule, KernelOffsets, PendingSyscall,
-    COMM_LEN, FILTER_SLOTS, KIND_SLOTS, PATH_CAP,
+    CaptureOffsets, ExecArgsRecord, FileOpRecord, FilterConfig, FilterRule, Ids, IoUringRecord,
+    IoUringTpFields, KernelOffsets, PendingSyscall, SyscallRecord, COMM_LEN, FILTER_SLOTS,
+    KIND_SLOTS, PATH_CAP,
 };
 
 /// The single ring buffer every record goes through (one MPSC queue keeps cross-CPU order).
@@ -47,6 +48,52 @@ pub static PENDING: LruHashMap<u32, PendingSyscall> = LruHashMap::with_max_entri
 #[map]
 pub static FILE_SCRATCH: PerCpuArray<FileOpRecord> = PerCpuArray::with_max_entries(1, 0);
 
+/// Per-CPU scratch space for one io_uring record.
+#[map]
+pub static IO_URING_SCRATCH: PerCpuArray<IoUringRecord> = PerCpuArray::with_max_entries(1, 0);
+
+/// io_uring requests recorded at submit (`struct io_kiocb *` → 1), so that only their
+/// completions are recorded. LRU: a ring torn down with requests in flight cannot leak entries.
+#[map]
+pub static IO_URING_REQS: LruHashMap<u64, u32> = LruHashMap::with_max_entries(16384, 0);
+
+/// Per-CPU scratch space for one security-syscall record.
+#[map]
+pub static SYSCALL_SCRATCH: PerCpuArray<SyscallRecord> = PerCpuArray::with_max_entries(1, 0);
+
+/// A security syscall's arguments and the caller's credentials at entry, per thread.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SysPending {
+    pub syscall_nr: u32,
+    pub op: u32,
+    pub args: [u64; 6],
+    pub old_ids: Ids,
+    pub old_caps: u64,
+}
+
+#[map]
+pub static SYS_PENDING: LruHashMap<u32, SysPending> = LruHashMap::with_max_entries(4096, 0);
+
+/// (socket inode, family, port, address) of peers a socket already sent to: a send to a new
+/// peer is recorded once, not per packet. LRU: an evicted peer is recorded again (a duplicate,
+/// never a loss); inserts are counted in `PEER_INSERTS` so evictions can be derived.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PeerKey {
+    pub ino: u64,
+    pub family: u16,
+    pub port: u16,
+    pub _pad: u32,
+    pub addr: [u8; 16],
+}
+
+#[map]
+pub static SEND_PEERS: LruHashMap<PeerKey, u8> = LruHashMap::with_max_entries(8192, 0);
+
+#[map]
+pub static PEER_INSERTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
 /// Filter settings, rewritten by the agent at runtime (slot 0).
 #[map]
 pub static FILTER_CONFIG: Array<FilterConfig> = Array::with_max_entries(1, 0);
@@ -71,6 +118,14 @@ pub static AGENT_TGID: u32 = 0;
 #[unsafe(no_mangle)]
 pub static OFFSETS: KernelOffsets = KernelOffsets::zeroed();
 
+/// Offsets for the compat, credential and io_uring probes (see [`CaptureOffsets`]).
+#[unsafe(no_mangle)]
+pub static CAPTURE_OFFSETS: CaptureOffsets = CaptureOffsets::zeroed();
+
+/// io_uring tracepoint field offsets from tracefs.
+#[unsafe(no_mangle)]
+pub static IO_URING_TP: IoUringTpFields = IoUringTpFields::zeroed();
+
 /// Free ring-buffer bytes below which a submit wakes the reader at once. Above it records are
 /// submitted without a wakeup and the agent drains on its poll interval.
 #[unsafe(no_mangle)]
@@ -87,4 +142,28 @@ pub fn agent_tgid() -> u32 {
 pub fn offsets() -> KernelOffsets {
     // SAFETY: as above.
     unsafe { core::ptr::read_volatile(&OFFSETS) }
+}
+
+/// One field of [`CAPTURE_OFFSETS`], read volatile (the loader rewrites the placeholder); one
+/// field at a time so the 200-byte struct is never copied onto the 512-byte BPF stack.
+#[macro_export]
+macro_rules! cap_off {
+    ($field:ident) => {{
+        #[allow(unused_unsafe)]
+        // SAFETY: a read-only global written by the loader.
+        let v =
+            unsafe { core::ptr::read_volatile(&raw const $crate::maps::CAPTURE_OFFSETS.$field) };
+        v
+    }};
+}
+
+/// One field of [`IO_URING_TP`].
+#[macro_export]
+macro_rules! tp_off {
+    ($field:ident) => {{
+        #[allow(unused_unsafe)]
+        // SAFETY: a read-only global written by the loader.
+        let v = unsafe { core::ptr::read_volatile(&raw const $crate::maps::IO_URING_TP.$field) };
+        v
+    }};
 }

@@ -1,6 +1,8 @@
-//! Sockets: `connect` (the address the caller passed, read at entry's pointer, and the result
-//! at exit) and `accept`/`accept4` (both ends read from the new socket's `sock_common`, so
-//! callers passing a NULL address buffer are covered too).
+//! Sockets: `connect` and `bind` (the address the caller passed, read at exit from the entry's
+//! pointer, with the result), `accept`/`accept4` (both ends read from the new socket's
+//! `sock_common`, so callers passing a NULL address buffer are covered too), `listen` (the bound
+//! address read from the socket) and `sendto`/`sendmsg` with an explicit destination: recorded
+//! once per (socket, peer) through the `SEND_PEERS` LRU, not per datagram.
 //! Syscall tracepoint layout as in file.rs; checked against Linux 6.1 and 6.18.
 
 use core::mem::size_of;
@@ -13,9 +15,10 @@ use aya_ebpf::{
 use lineage_common::{builtin_rule, net_op, NetRecord, PendingSyscall, RecordKind};
 
 use crate::{
+    cap_off,
     emit::{header, observed_task, reserve, submit_flags},
     filter,
-    maps::{offsets, PENDING},
+    maps::{offsets, PeerKey, PEER_INSERTS, PENDING, SEND_PEERS},
     syscalls::nr,
     task::Task,
 };
@@ -30,6 +33,55 @@ fn arg(ctx: &TracePointContext, i: usize) -> u64 {
     unsafe { ctx.read_at::<u64>(16 + 8 * i) }.unwrap_or(0)
 }
 
+/// Decodes a socket call (argument `i` from `a(i)`) into a pending op. `msghdr`: a `sendmsg`
+/// (the destination is inside `struct msghdr`); `compat`: that struct is the 32-bit layout.
+#[inline(always)]
+pub fn net_args(
+    op: u32,
+    recorded_nr: u32,
+    a: impl Fn(usize) -> u64,
+    msghdr: bool,
+    compat: bool,
+) -> Option<PendingSyscall> {
+    let mut p = PendingSyscall {
+        syscall_nr: recorded_nr,
+        kind: RecordKind::Net as u32,
+        op,
+        fd: a(0) as i32,
+        ptr1: a(1),
+        len: a(2),
+        ..Default::default()
+    };
+    match op {
+        net_op::LISTEN => (p.ptr1, p.len) = (0, a(1)),
+        net_op::SEND if msghdr => {
+            // struct msghdr: msg_name then msg_namelen (pointer-sized slot first).
+            let msg = a(1) as *const u8;
+            // SAFETY (both reads): user memory through the checked helper.
+            let (name, len) = if compat {
+                let name: u32 = unsafe { bpf_probe_read_user(msg as *const u32) }.unwrap_or(0);
+                let len: u32 =
+                    unsafe { bpf_probe_read_user(msg.wrapping_add(4) as *const u32) }.unwrap_or(0);
+                (name as u64, len as u64)
+            } else {
+                let name: u64 = unsafe { bpf_probe_read_user(msg as *const u64) }.unwrap_or(0);
+                let len: u32 =
+                    unsafe { bpf_probe_read_user(msg.wrapping_add(8) as *const u32) }.unwrap_or(0);
+                (name, len as u64)
+            };
+            (p.ptr1, p.len) = (name, len);
+        }
+        // sendto(fd, buf, len, flags, dest_addr, addrlen)
+        net_op::SEND => (p.ptr1, p.len) = (a(4), a(5)),
+        _ => {}
+    }
+    // A send without a destination goes to the connected peer, recorded at connect.
+    if op == net_op::SEND && p.ptr1 == 0 {
+        return None;
+    }
+    Some(p)
+}
+
 #[tracepoint]
 pub fn sys_enter_net(ctx: TracePointContext) -> u32 {
     let Some((pid, _)) = observed_task() else {
@@ -40,26 +92,30 @@ pub fn sys_enter_net(ctx: TracePointContext) -> u32 {
     let op = match syscall {
         nr::CONNECT => net_op::CONNECT,
         nr::ACCEPT | nr::ACCEPT4 => net_op::ACCEPT,
+        nr::BIND => net_op::BIND,
+        nr::LISTEN => net_op::LISTEN,
+        nr::SENDTO | nr::SENDMSG => net_op::SEND,
         _ => return 0,
     };
+    let msghdr = syscall == nr::SENDMSG;
+    if let Some(pending) = net_args(op, syscall as u32, |i| arg(&ctx, i), msghdr, false) {
+        enter(pid, &pending);
+    }
+    0
+}
+
+/// Applies the op and actor filters and keeps the call for the exit probe.
+#[inline(always)]
+pub fn enter(pid: u32, pending: &PendingSyscall) {
     let cfg = filter::config();
-    if cfg.disabled_ops & (1 << (16 + op)) != 0 {
+    if cfg.disabled_ops & (1 << (16 + pending.op)) != 0 {
         filter::count(builtin_rule::OP_DISABLED);
-        return 0;
+        return;
     }
     if !filter::actor_allowed(&cfg) {
-        return 0;
+        return;
     }
-    let pending = PendingSyscall {
-        syscall_nr: syscall as u32,
-        op,
-        fd: arg(&ctx, 0) as i32,
-        ptr1: arg(&ctx, 1),
-        len: arg(&ctx, 2),
-        ..Default::default()
-    };
-    let _ = PENDING.insert(&pid, &pending, 0);
-    0
+    let _ = PENDING.insert(&pid, pending, 0);
 }
 
 #[tracepoint]
@@ -74,9 +130,19 @@ pub fn sys_exit_net(ctx: TracePointContext) -> u32 {
     let _ = PENDING.remove(&pid);
     // SAFETY: `ret` is at offset 16.
     let result: i64 = unsafe { ctx.read_at(16) }.unwrap_or(0);
+    exit(pid, tgid, &pending, result);
+    0
+}
+
+/// Emits the record of a finished socket call (sends only for a peer new to the socket).
+#[inline(always)]
+pub fn exit(pid: u32, tgid: u32, pending: &PendingSyscall, result: i64) {
+    if pending.op == net_op::SEND && !new_peer(pending) {
+        return;
+    }
     let hdr = header(RecordKind::Net, size_of::<NetRecord>(), pid, tgid);
     let Some(mut entry) = reserve::<NetRecord>(RecordKind::Net) else {
-        return 0;
+        return;
     };
     // SAFETY: all-zero is a valid NetRecord (integers only).
     let rec = entry.write(unsafe { core::mem::zeroed() });
@@ -85,13 +151,49 @@ pub fn sys_exit_net(ctx: TracePointContext) -> u32 {
     rec.syscall_nr = pending.syscall_nr;
     rec.result = result;
     rec.fd = pending.fd;
-    if pending.op == net_op::CONNECT {
-        read_sockaddr(rec, pending.ptr1, pending.len);
-    } else if result >= 0 {
-        read_sock(rec, Task::current().socket_of_fd(result as i32));
+    match pending.op {
+        net_op::CONNECT | net_op::BIND | net_op::SEND => {
+            read_sockaddr(rec, pending.ptr1, pending.len)
+        }
+        net_op::LISTEN => {
+            read_sock(rec, Task::current().socket_of_fd(pending.fd));
+            rec.remote_port = pending.len.min(u16::MAX as u64) as u16;
+        }
+        _ if result >= 0 => read_sock(rec, Task::current().socket_of_fd(result as i32)),
+        _ => {}
     }
     entry.submit(submit_flags());
-    0
+}
+
+/// Whether this socket has not sent to this destination before (and remembers it now).
+#[inline(always)]
+fn new_peer(pending: &PendingSyscall) -> bool {
+    let base = pending.ptr1 as *const u8;
+    // SAFETY (reads): user memory through the checked helpers.
+    let family: u16 = unsafe { bpf_probe_read_user(base as *const u16) }.unwrap_or(0);
+    let mut key = PeerKey {
+        ino: 0,
+        family,
+        port: unsafe { bpf_probe_read_user(base.wrapping_add(2) as *const u16) }.unwrap_or(0),
+        _pad: 0,
+        addr: [0; 16],
+    };
+    let (at, n) = if family == AF_INET6 { (8, 16) } else { (4, 4) };
+    let _ = unsafe { bpf_probe_read_user_buf(base.wrapping_add(at), &mut key.addr[..n]) };
+    let file = Task::current().file_of_fd(pending.fd);
+    key.ino = file
+        .read_ptr(cap_off!(file_inode))
+        .read::<u64>(cap_off!(inode_ino));
+    // SAFETY: a presence check only.
+    if unsafe { SEND_PEERS.get(&key) }.is_some() {
+        return false;
+    }
+    let _ = SEND_PEERS.insert(&key, &1, 0);
+    if let Some(slot) = PEER_INSERTS.get_ptr_mut(0) {
+        // SAFETY: per-CPU slot.
+        unsafe { *slot += 1 };
+    }
+    true
 }
 
 /// The caller's `struct sockaddr` (family first; port and address in network order).

@@ -77,17 +77,25 @@ impl Task {
         self.0.wrapping_add(offset as usize)
     }
 
-    /// The `struct sock` behind file descriptor `fd` of this task, if it is a socket.
+    /// The `struct file` behind file descriptor `fd` of this task.
     #[inline(always)]
-    pub fn socket_of_fd(self, fd: i32) -> Task {
+    pub fn file_of_fd(self, fd: i32) -> Task {
         let off = offsets();
         if fd < 0 {
             return Task(core::ptr::null());
         }
         let fdt = self.read_ptr(off.task_files).read_ptr(off.files_fdt);
         let fd_array = fdt.read_ptr(off.fdtable_fd);
-        let file = fd_array.read_ptr((fd as u32).wrapping_mul(8));
-        file.read_ptr(off.file_private_data).read_ptr(off.socket_sk)
+        fd_array.read_ptr((fd as u32).wrapping_mul(8))
+    }
+
+    /// The `struct sock` behind file descriptor `fd` of this task, if it is a socket.
+    #[inline(always)]
+    pub fn socket_of_fd(self, fd: i32) -> Task {
+        let off = offsets();
+        self.file_of_fd(fd)
+            .read_ptr(off.file_private_data)
+            .read_ptr(off.socket_sk)
     }
 
     /// Effective uid and gid from the task's credentials.

@@ -159,7 +159,8 @@ impl Outputs {
             n += 1;
             let event = pipeline.handle(&item, now);
             drop(item);
-            if let Some(event) = event {
+            let extra = pipeline.take_extra();
+            for event in event.into_iter().chain(extra) {
                 self.emit(event, pipeline);
                 if self.recorder.full() {
                     self.recorder.seal(boot_time_ns());
@@ -327,7 +328,22 @@ pub async fn run(
     let key = data.signing_key(config.evidence.key_path.as_deref())?;
     probes::ensure_tracefs(&config.kernel.tracefs_path)?;
     probes::raise_memlock();
-    let offsets = Btf::from_file(&config.kernel.btf_path.to_string_lossy())?.kernel_offsets()?;
+    let btf = Btf::from_file(&config.kernel.btf_path.to_string_lossy())?;
+    let offsets = btf.kernel_offsets()?;
+    let capture_offsets = btf.capture_offsets()?;
+    drop(btf);
+    let io_uring_fields = crate::kernel::tracefs::io_uring_fields(&config.kernel.tracefs_path)
+        .unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "io_uring requests will not be recorded");
+            Default::default()
+        });
+    match crate::kernel::tracefs::ia32_emulation() {
+        Some(true) => tracing::info!(
+            "ia32 emulation is enabled: 32-bit (int 0x80) syscalls run here and are recorded by the compat probes"
+        ),
+        Some(false) => tracing::info!("ia32 emulation is disabled: this kernel runs no 32-bit syscalls"),
+        None => tracing::info!("ia32 emulation: not applicable to this architecture"),
+    }
     let boot_id = read_boot_id(&config.kernel.proc_path)?;
 
     let policy = SealPolicy {
@@ -356,6 +372,8 @@ pub async fn run(
     let mut ebpf = probes::load(&LoadParams {
         agent_tgid: std::process::id(),
         offsets,
+        capture_offsets,
+        io_uring_fields,
         ring_buffer_bytes: config.capture.ring_buffer_bytes,
     })?;
     let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("EVENTS map missing")?)?;
@@ -479,6 +497,9 @@ pub async fn run(
     // Stop producing, then take everything already submitted and account for the rest.
     probes::detach_all(&mut ebpf);
     out.drain(ring.get_mut(), &mut pipeline);
+    for event in pipeline.drain_in_flight() {
+        out.emit(event, &mut pipeline);
+    }
     pipeline.close(&probes::next_sequences(&ebpf)?, Instant::now());
     out.reconcile(&ebpf, &mut pipeline)?;
     if let Some(entry) = ledger.counts_entry(&filter::read_counts(&ebpf)?) {

@@ -25,6 +25,10 @@ const APT_PACKAGES: &[&str] = &[
     "systemd",
     "util-linux",
     "openssl",
+    // The evasion tests build small C programs: static, with io_uring through liburing.
+    "gcc",
+    "libc6-dev",
+    "liburing-dev",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";

@@ -6,9 +6,10 @@
 use std::mem::size_of;
 
 use lineage_common::{
-    file_op, ExecArgsRecord, ExecFailedRecord, ExecRecord, ExitRecord, FileOpRecord, ForkRecord,
-    NetRecord, RecordHeader, RecordKind, ARGS_CAP, EXEC_ARGS_FIXED_LEN, FILE_OP_FIXED_LEN,
-    PATH_CAP,
+    file_op, CommChangeRecord, ExecArgsRecord, ExecFailedRecord, ExecRecord, ExitRecord,
+    FileOpRecord, ForkRecord, IoUringDoneRecord, IoUringRecord, IoUringSetupRecord, NetRecord,
+    RecordHeader, RecordKind, SignalRecord, SyscallRecord, ARGS_CAP, EXEC_ARGS_FIXED_LEN,
+    FILE_OP_FIXED_LEN, PATH_CAP,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -60,6 +61,12 @@ unsafe impl Wire for ExecFailedRecord {}
 unsafe impl Wire for ForkRecord {}
 unsafe impl Wire for ExitRecord {}
 unsafe impl Wire for NetRecord {}
+unsafe impl Wire for IoUringRecord {}
+unsafe impl Wire for IoUringDoneRecord {}
+unsafe impl Wire for IoUringSetupRecord {}
+unsafe impl Wire for SyscallRecord {}
+unsafe impl Wire for SignalRecord {}
+unsafe impl Wire for CommChangeRecord {}
 
 fn read<T: Wire>(bytes: &[u8], what: &'static str) -> Result<T, DecodeError> {
     if bytes.len() < size_of::<T>() {
@@ -104,13 +111,19 @@ impl ExecArgs {
 pub struct FileOp(Box<FileOpRecord>);
 
 impl FileOp {
+    /// A record built in userspace (an io_uring request in the file-op shape).
+    pub fn from_record(rec: FileOpRecord) -> Self {
+        FileOp(Box::new(rec))
+    }
+
     pub fn path(&self) -> &[u8] {
         &self.0.path[..self.0.path_len as usize]
     }
 
-    /// The rename target; empty for other operations.
+    /// The second path or name (rename/link target, symlink path, xattr name); empty for
+    /// other operations.
     pub fn path2(&self) -> &[u8] {
-        if self.0.op == file_op::RENAME {
+        if file_op::has_path2(self.0.op) {
             &self.0.path2[..self.0.path2_len as usize]
         } else {
             &[]
@@ -134,6 +147,12 @@ pub enum Record {
     Exit(ExitRecord),
     FileOp(FileOp),
     Net(Box<NetRecord>),
+    IoUring(Box<IoUringRecord>),
+    IoUringDone(IoUringDoneRecord),
+    IoUringSetup(IoUringSetupRecord),
+    Syscall(Box<SyscallRecord>),
+    Signal(SignalRecord),
+    CommChange(CommChangeRecord),
 }
 
 impl std::fmt::Debug for Record {
@@ -157,6 +176,12 @@ impl Record {
             Record::Exit(r) => &r.header,
             Record::FileOp(r) => &r.header,
             Record::Net(r) => &r.header,
+            Record::IoUring(r) => &r.header,
+            Record::IoUringDone(r) => &r.header,
+            Record::IoUringSetup(r) => &r.header,
+            Record::Syscall(r) => &r.header,
+            Record::Signal(r) => &r.header,
+            Record::CommChange(r) => &r.header,
         }
     }
 }
@@ -193,6 +218,23 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
             check_len("net address", rec.addr_len as usize, rec.addr.len())?;
             Record::Net(Box::new(rec))
         }
+        RecordKind::IoUring => {
+            let rec: IoUringRecord = read(bytes, "io_uring record")?;
+            check_len("io_uring path", rec.path_len as usize, PATH_CAP - 1)?;
+            check_len("io_uring path2", rec.path2_len as usize, PATH_CAP - 1)?;
+            check_len("io_uring address", rec.addr_len as usize, rec.addr.len())?;
+            Record::IoUring(Box::new(rec))
+        }
+        RecordKind::IoUringDone => Record::IoUringDone(read(bytes, "io_uring_done record")?),
+        RecordKind::IoUringSetup => Record::IoUringSetup(read(bytes, "io_uring_setup record")?),
+        RecordKind::Syscall => {
+            let rec: SyscallRecord = read(bytes, "syscall record")?;
+            check_len("syscall str1", rec.str1_len as usize, PATH_CAP - 1)?;
+            check_len("syscall str2", rec.str2_len as usize, PATH_CAP - 1)?;
+            Record::Syscall(Box::new(rec))
+        }
+        RecordKind::Signal => Record::Signal(read(bytes, "signal record")?),
+        RecordKind::CommChange => Record::CommChange(read(bytes, "comm_change record")?),
     })
 }
 
@@ -251,7 +293,7 @@ fn decode_file_op(bytes: &[u8]) -> Result<FileOp, DecodeError> {
     let rec: FileOpRecord = unsafe { std::ptr::read_unaligned(full.as_ptr().cast()) };
     check_len("file path", rec.path_len as usize, PATH_CAP - 1)?;
     check_len("file path2", rec.path2_len as usize, PATH_CAP - 1)?;
-    let expected = if rec.op == file_op::RENAME {
+    let expected = if file_op::has_path2(rec.op) {
         FILE_OP_FIXED_LEN + PATH_CAP + rec.path2_len as usize
     } else {
         FILE_OP_FIXED_LEN + rec.path_len as usize

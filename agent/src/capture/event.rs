@@ -49,6 +49,9 @@ pub enum Detail {
         cgroup_id: u64,
         /// False when the entry record with argv was lost or not seen.
         args_captured: bool,
+        /// The exec was called through the 32-bit (`int 0x80`) entry.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        compat: bool,
     },
     ExecFailed {
         filename: String,
@@ -75,17 +78,36 @@ pub enum Detail {
         /// True when the whole process ended (the last thread exited).
         process: bool,
     },
-    /// A file syscall and its outcome.
+    /// A file syscall (native or 32-bit) or io_uring request and its outcome.
     File {
-        /// `open`, `unlink`, `rename`, `chmod` or `chown`.
+        /// `open`, `unlink`, `rename`, `chmod`, `chown`, `link`, `symlink`, `mkdir`, `rmdir`,
+        /// `mknod`, `truncate`, `setxattr`, `removexattr` or `utimes`.
         op: &'static str,
+        /// The syscall by name (`openat`, `fchmod`, ...); absent for io_uring requests.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        syscall: Option<&'static str>,
+        /// Through the 32-bit (`int 0x80`) entry: `syscall` is an i386 one.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        compat: bool,
+        /// Submitted through io_uring rather than a syscall.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        io_uring: Option<IoUringOp>,
+        /// The call named an fd, not a path (`fchmod`, `ftruncate`, `fsetxattr`, ...): the fd.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        on_fd: Option<i32>,
+        /// mknod: the device number; truncate: the new length.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        device: Option<u32>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        length: Option<u64>,
         /// The path as the caller passed it.
         path: String,
         /// The absolute path, resolved against the directory fd or the cwd (from /proc at the
         /// time the agent read the record); absent when that was not possible.
         #[serde(skip_serializing_if = "Option::is_none")]
         path_resolved: Option<String>,
-        /// rename: the new path, as passed and resolved.
+        /// rename/link: the new path; symlink: the link created (`path` is its target text);
+        /// setxattr/removexattr: the attribute name. As passed, and resolved when a path.
         #[serde(skip_serializing_if = "Option::is_none")]
         path2: Option<String>,
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -116,6 +138,10 @@ pub enum Detail {
     /// An outgoing connection attempt.
     Connect {
         fd: i32,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        compat: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        io_uring: Option<IoUringOp>,
         /// `inet`, `inet6`, `unix` or `unknown`.
         family: &'static str,
         /// IP address (inet/inet6).
@@ -137,6 +163,10 @@ pub enum Detail {
     Accept {
         /// The listening socket's fd.
         fd: i32,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        compat: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        io_uring: Option<IoUringOp>,
         family: &'static str,
         #[serde(skip_serializing_if = "Option::is_none")]
         peer_address: Option<String>,
@@ -153,6 +183,119 @@ pub enum Detail {
         errno: Option<i32>,
         #[serde(skip_serializing_if = "Option::is_none")]
         error: Option<&'static str>,
+    },
+    /// `bind`, `listen`, or a datagram sent to a peer new to the socket (`send`).
+    Socket {
+        /// `bind`, `listen` or `send`.
+        op: &'static str,
+        fd: i32,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        compat: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        io_uring: Option<IoUringOp>,
+        family: &'static str,
+        /// bind: the address asked for; listen: the bound address; send: the destination.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        address: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        port: Option<u16>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        path: Option<String>,
+        /// listen: the backlog.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        backlog: Option<u32>,
+        /// The call's return value (send: bytes sent).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        result: Option<i64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        errno: Option<i32>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<&'static str>,
+    },
+    /// An io_uring request of an opcode that is recorded but not decoded (socket creation,
+    /// passthrough commands), or one `prep` refused before it ran.
+    IoUringRequest {
+        io_uring: IoUringOp,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        fd: Option<i32>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        result: Option<i64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        errno: Option<i32>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<&'static str>,
+    },
+    /// An io_uring instance created (`io_uring_setup`) or a registration on it.
+    IoUringSetup {
+        /// `create` or `register`.
+        op: &'static str,
+        /// The ring's kernel address, as the requests on it name it.
+        ring: String,
+        /// create: the ring fd and sizes.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        fd: Option<i32>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        sq_entries: Option<u32>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cq_entries: Option<u32>,
+        /// create: `IORING_SETUP_*` flags; register: the `IORING_REGISTER_*` opcode.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        setup_flags: Option<u32>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        register_opcode: Option<u32>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        result: Option<i64>,
+    },
+    /// Credential changes, ptrace, module load/unload, bpf(), mounts, namespaces, memfd, and
+    /// 32-bit syscalls that are kept raw.
+    Syscall {
+        /// `creds`, `capset`, `ptrace`, `module_load`, `module_unload`, `bpf`, `mount`,
+        /// `umount`, `pivot_root`, `unshare`, `setns`, `memfd_create` or `compat_other`.
+        op: &'static str,
+        /// The syscall by name, and its number in the table `compat` selects.
+        syscall: &'static str,
+        nr: u32,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        compat: bool,
+        /// The raw arguments (bpf: the command, then the first words of `union bpf_attr`).
+        args: Vec<u64>,
+        result: i64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        errno: Option<i32>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<&'static str>,
+        /// creds/capset: `[uid, gid, suid, sgid, euid, egid, fsuid, fsgid]` before and after,
+        /// and the effective capability sets.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        old_ids: Option<[u32; 8]>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        new_ids: Option<[u32; 8]>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        old_caps: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        new_caps: Option<u64>,
+        /// mount: the source; pivot_root: the new root; module_load: the parameters;
+        /// module_unload and memfd_create: the name; bpf: the program or map name.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+        /// mount and umount: the target; pivot_root: put_old.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        target: Option<String>,
+    },
+    /// A signal aimed at the agent (an attempt to stop or pause the recorder), by its sender.
+    SignalToAgent {
+        signal: i32,
+        /// `si_code` (0 = `SI_USER`, from kill(2); -6 = `SI_TKILL`).
+        si_code: i32,
+        target_pid: i32,
+        /// The kernel's `TRACE_SIGNAL_*` result: 0 delivered, 1 ignored, ...
+        result: i32,
+    },
+    /// A task changed its comm (prctl PR_SET_NAME or /proc/PID/comm).
+    CommChange {
+        target_pid: u32,
+        old_comm: String,
+        new_comm: String,
     },
     /// A process found running when the agent started.
     Snapshot {
@@ -186,8 +329,40 @@ impl Detail {
             Detail::File { .. } => "file",
             Detail::Connect { .. } => "connect",
             Detail::Accept { .. } => "accept",
+            Detail::Socket { .. } => "socket",
+            Detail::IoUringRequest { .. } => "io_uring_request",
+            Detail::IoUringSetup { .. } => "io_uring_setup",
+            Detail::Syscall { .. } => "syscall",
+            Detail::SignalToAgent { .. } => "signal_to_agent",
+            Detail::CommChange { .. } => "comm_change",
         }
     }
+}
+
+/// How an io_uring request was submitted: what the ring's CQE and SQE say about it.
+#[derive(Debug, Clone, Serialize)]
+pub struct IoUringOp {
+    /// `IORING_OP_*` by name (`openat`, `connect`, ...).
+    pub opcode: &'static str,
+    pub user_data: u64,
+    /// The ring's kernel address (joins the request to its `io_uring_setup` event).
+    pub ring: String,
+    /// Submitted by the SQPOLL kernel thread.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub sq_thread: bool,
+    /// `fd` is an index into the ring's registered files, not a process fd.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub fixed_file: bool,
+    /// `prep` refused the request: only the opcode and the error are known.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub refused: bool,
+    /// The kernel's copy of the path or address could not be read (BTF lacked the request
+    /// structs): only the opcode, fd and result are known.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub undecoded: bool,
+    /// No completion was seen (the agent stopped or too many requests were in flight).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub incomplete: bool,
 }
 
 /// Splits a kernel `exit_code` into (status, signal, core dumped).

@@ -6,11 +6,12 @@ use std::{
     path::{Component, Path, PathBuf},
 };
 
-use lineage_common::{file_op, net_op, path_flags, NetRecord};
+use lineage_common::{file_op, net_op, path_flags, NetRecord, AT_EMPTY_PATH};
 
 use crate::{
     capture::decode::FileOp,
     capture::event::{errno_name, Detail},
+    capture::names,
 };
 
 const AT_FDCWD: i32 = -100;
@@ -25,6 +26,15 @@ fn op_name(op: u32) -> &'static str {
         file_op::RENAME => "rename",
         file_op::CHMOD => "chmod",
         file_op::CHOWN => "chown",
+        file_op::LINK => "link",
+        file_op::SYMLINK => "symlink",
+        file_op::MKDIR => "mkdir",
+        file_op::RMDIR => "rmdir",
+        file_op::MKNOD => "mknod",
+        file_op::TRUNCATE => "truncate",
+        file_op::SETXATTR => "setxattr",
+        file_op::REMOVEXATTR => "removexattr",
+        file_op::UTIMES => "utimes",
         _ => "unknown",
     }
 }
@@ -91,7 +101,7 @@ pub fn resolve(proc_root: &Path, tgid: u32, dirfd: i32, path: &str) -> Option<St
     Some(normalize(&base.join(p)).to_string_lossy().into_owned())
 }
 
-fn errno_of(result: i64) -> (Option<i32>, Option<&'static str>) {
+pub fn errno_of(result: i64) -> (Option<i32>, Option<&'static str>) {
     if result < 0 {
         let errno = (-result) as i32;
         (Some(errno), Some(errno_name(errno)))
@@ -103,10 +113,21 @@ fn errno_of(result: i64) -> (Option<i32>, Option<&'static str>) {
 pub fn file_detail(f: &FileOp, proc_root: &Path) -> Detail {
     let tgid = f.header.tgid;
     let path = String::from_utf8_lossy(f.path()).into_owned();
-    let path_resolved = resolve(proc_root, tgid, f.dirfd, &path);
-    let (path2, path2_resolved) = if f.op == file_op::RENAME {
+    let on_fd = f.flags & AT_EMPTY_PATH != 0 && path.is_empty();
+    let path_resolved = if on_fd {
+        // The fd's file as /proc shows it now (best effort, like relative paths).
+        std::fs::read_link(proc_root.join(format!("{tgid}/fd/{}", f.dirfd)))
+            .ok()
+            .map(|p| p.to_string_lossy().into_owned())
+    } else {
+        resolve(proc_root, tgid, f.dirfd, &path)
+    };
+    let (path2, path2_resolved) = if file_op::has_path2(f.op) {
         let p2 = String::from_utf8_lossy(f.path2()).into_owned();
-        let r2 = resolve(proc_root, tgid, f.dirfd2, &p2);
+        // An xattr name is not a path.
+        let r2 = matches!(f.op, file_op::RENAME | file_op::LINK | file_op::SYMLINK)
+            .then(|| resolve(proc_root, tgid, f.dirfd2, &p2))
+            .flatten();
         (Some(p2), r2)
     } else {
         (None, None)
@@ -114,13 +135,20 @@ pub fn file_detail(f: &FileOp, proc_root: &Path) -> Detail {
     let is_open = f.op == file_op::OPEN;
     let mode = match f.op {
         file_op::OPEN if f.flags & 0o100 != 0 => Some(f.mode),
-        file_op::CHMOD => Some(f.mode),
+        file_op::CHMOD | file_op::MKDIR | file_op::MKNOD => Some(f.mode),
         _ => None,
     };
     let id = |v: u32| (f.op == file_op::CHOWN && v != u32::MAX).then_some(v);
     let (errno, error) = errno_of(f.result);
+    let (syscall, compat, _) = names::syscall(f.syscall_nr);
     Detail::File {
         op: op_name(f.op),
+        syscall: Some(syscall),
+        compat,
+        io_uring: None,
+        on_fd: on_fd.then_some(f.dirfd),
+        device: (f.op == file_op::MKNOD).then_some(f.uid),
+        length: (f.op == file_op::TRUNCATE).then(|| u64::from(f.uid) | u64::from(f.gid) << 32),
         path,
         path_resolved,
         path2,
@@ -180,39 +208,73 @@ pub fn net_detail(n: &NetRecord) -> Detail {
     let family = family_name(n.family);
     let addr = &n.addr[..(n.addr_len as usize).min(n.addr.len())];
     let (errno, error) = errno_of(n.result);
-    if n.op == net_op::CONNECT {
-        let inet = matches!(n.family, AF_INET | AF_INET6);
-        let result = match n.result {
-            0 => "ok",
-            r if r == -(libc::EINPROGRESS as i64) => "in_progress",
-            _ => "error",
-        };
-        Detail::Connect {
-            fd: n.fd,
-            family,
-            address: if inet { ip_text(n.family, addr) } else { None },
-            port: inet.then_some(n.remote_port),
-            path: (n.family == AF_UNIX).then(|| unix_path(addr)),
-            result,
-            errno: if n.result == 0 { None } else { errno },
-            error: if n.result == 0 { None } else { error },
+    let compat = names::syscall(n.syscall_nr).1;
+    let inet = matches!(n.family, AF_INET | AF_INET6);
+    match n.op {
+        net_op::CONNECT => {
+            let result = match n.result {
+                0 => "ok",
+                r if r == -(libc::EINPROGRESS as i64) => "in_progress",
+                _ => "error",
+            };
+            Detail::Connect {
+                fd: n.fd,
+                compat,
+                io_uring: None,
+                family,
+                address: if inet { ip_text(n.family, addr) } else { None },
+                port: inet.then_some(n.remote_port),
+                path: (n.family == AF_UNIX).then(|| unix_path(addr)),
+                result,
+                errno: if n.result == 0 { None } else { errno },
+                error: if n.result == 0 { None } else { error },
+            }
         }
-    } else {
-        let ok = n.result >= 0 && matches!(n.family, AF_INET | AF_INET6);
-        Detail::Accept {
-            fd: n.fd,
-            family,
-            peer_address: if ok { ip_text(n.family, addr) } else { None },
-            peer_port: ok.then_some(n.remote_port),
-            local_address: if ok {
-                ip_text(n.family, &n.local_addr)
+        net_op::BIND | net_op::LISTEN | net_op::SEND => {
+            let listen = n.op == net_op::LISTEN;
+            let (ip, port) = if listen {
+                (ip_text(n.family, &n.local_addr), n.local_port)
             } else {
-                None
-            },
-            local_port: ok.then_some(n.local_port),
-            new_fd: (n.result >= 0).then_some(n.result),
-            errno,
-            error,
+                (ip_text(n.family, addr), n.remote_port)
+            };
+            Detail::Socket {
+                op: match n.op {
+                    net_op::BIND => "bind",
+                    net_op::LISTEN => "listen",
+                    _ => "send",
+                },
+                fd: n.fd,
+                compat,
+                io_uring: None,
+                family,
+                address: if inet { ip } else { None },
+                port: inet.then_some(port),
+                path: (n.family == AF_UNIX && !listen).then(|| unix_path(addr)),
+                backlog: listen.then_some(u32::from(n.remote_port)),
+                result: Some(n.result),
+                errno,
+                error,
+            }
+        }
+        _ => {
+            let ok = n.result >= 0 && inet;
+            Detail::Accept {
+                fd: n.fd,
+                compat,
+                io_uring: None,
+                family,
+                peer_address: if ok { ip_text(n.family, addr) } else { None },
+                peer_port: ok.then_some(n.remote_port),
+                local_address: if ok {
+                    ip_text(n.family, &n.local_addr)
+                } else {
+                    None
+                },
+                local_port: ok.then_some(n.local_port),
+                new_fd: (n.result >= 0).then_some(n.result),
+                errno,
+                error,
+            }
         }
     }
 }

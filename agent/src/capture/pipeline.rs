@@ -14,6 +14,7 @@ use crate::{
     capture::lineage::{self, ExecId, ExecInfo, ProcEntry, ProcessTable},
     capture::loss::{LossReport, SequenceTracker},
     capture::stats::Stats,
+    capture::{sysops, uring},
 };
 
 /// Unjoined exec-args records kept at most (their exec record may have been lost).
@@ -24,6 +25,11 @@ pub struct Pipeline {
     tracker: SequenceTracker,
     /// exec-args records by thread id, waiting for the outcome of that exec.
     pending_args: HashMap<u32, ExecArgs>,
+    /// io_uring requests submitted and not yet completed.
+    uring: uring::InFlight,
+    /// Events produced besides the one `handle` returns (io_uring requests pushed out of the
+    /// in-flight table); taken with [`Pipeline::take_extra`].
+    extra: Vec<Event>,
     pub stats: Stats,
     /// procfs, for resolving relative paths.
     proc_root: std::path::PathBuf,
@@ -35,6 +41,8 @@ impl Pipeline {
             table: ProcessTable::new(boot_id),
             tracker: SequenceTracker::new(cpus, KIND_SLOTS as usize, grace),
             pending_args: HashMap::new(),
+            uring: uring::InFlight::default(),
+            extra: Vec::new(),
             stats: Stats::default(),
             proc_root: "/proc".into(),
         }
@@ -101,6 +109,39 @@ impl Pipeline {
         };
         self.stats.record(header.kind);
         self.apply(record)
+    }
+
+    /// Events made besides the ones `handle` returned (io_uring requests without a completion).
+    pub fn take_extra(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.extra)
+    }
+
+    /// At shutdown: io_uring requests whose completion never came, as events without a result.
+    pub fn drain_in_flight(&mut self) -> Vec<Event> {
+        for rec in self.uring.drain() {
+            let event = self.uring_event(&rec, None);
+            self.extra.push(event);
+        }
+        self.take_extra()
+    }
+
+    fn uring_event(&mut self, rec: &lineage_common::IoUringRecord, res: Option<i64>) -> Event {
+        let h = rec.header;
+        let exec_id = self.table.current(h.tgid, h.proc_start_ns, "");
+        let detail = uring::detail(rec, res, &self.proc_root);
+        let image = self.table.image(&exec_id);
+        Event {
+            container: image.and_then(|i| i.container.clone()),
+            time_ns: h.ktime_ns,
+            pid: h.pid,
+            tgid: h.tgid,
+            ancestors: Vec::new(),
+            parent_exec_id: image.and_then(|i| i.parent_exec_id.clone()),
+            exec_id: Some(exec_id),
+            cpu: Some(h.cpu),
+            seq: Some(h.seq),
+            detail,
+        }
     }
 
     fn apply(&mut self, record: Record) -> Option<Event> {
@@ -172,6 +213,9 @@ impl Pipeline {
                     egid: rec.egid,
                     cgroup_id: rec.cgroup_id,
                     args_captured: args.is_some(),
+                    compat: args
+                        .as_ref()
+                        .is_some_and(|a| a.flags & exec_flags::COMPAT != 0),
                 };
                 Some(base(Some(image.exec_id), &self.table, detail))
             }
@@ -220,6 +264,48 @@ impl Pipeline {
             Record::Net(n) => {
                 let exec_id = self.table.current(h.tgid, h.proc_start_ns, "");
                 Some(base(Some(exec_id), &self.table, fileops::net_detail(&n)))
+            }
+            Record::IoUring(rec) => {
+                for old in self.uring.submit(rec) {
+                    let event = self.uring_event(&old, None);
+                    self.extra.push(event);
+                }
+                None
+            }
+            Record::IoUringDone(done) => match self.uring.complete(&done) {
+                Some(rec) => Some(self.uring_event(&rec, Some(i64::from(done.res)))),
+                // Its submission was lost (declared as LOSS by its sequence gap).
+                None => {
+                    self.stats.uring_unjoined += 1;
+                    None
+                }
+            },
+            Record::IoUringSetup(r) => {
+                let exec_id = self.table.current(h.tgid, h.proc_start_ns, "");
+                let create = r.what == 0;
+                let detail = Detail::IoUringSetup {
+                    op: if create { "create" } else { "register" },
+                    ring: format!("{:#x}", r.ctx),
+                    fd: create.then_some(r.fd),
+                    sq_entries: create.then_some(r.a),
+                    cq_entries: create.then_some(r.b),
+                    setup_flags: create.then_some(r.c),
+                    register_opcode: (!create).then_some(r.a),
+                    result: (!create).then_some(r.ret),
+                };
+                Some(base(Some(exec_id), &self.table, detail))
+            }
+            Record::Syscall(r) => {
+                let exec_id = self.table.current(h.tgid, h.proc_start_ns, "");
+                Some(base(Some(exec_id), &self.table, sysops::syscall_detail(&r)))
+            }
+            Record::Signal(r) => {
+                let exec_id = self.table.current(h.tgid, h.proc_start_ns, "");
+                Some(base(Some(exec_id), &self.table, sysops::signal_detail(&r)))
+            }
+            Record::CommChange(r) => {
+                let exec_id = self.table.current(h.tgid, h.proc_start_ns, "");
+                Some(base(Some(exec_id), &self.table, sysops::comm_detail(&r)))
             }
             Record::Exit(rec) => {
                 let process = rec.group_dead != 0;

@@ -21,6 +21,8 @@ pub struct Stats {
     pub unexplained_loss: u64,
     /// exec-args records dropped because their exec never came.
     pub args_unjoined: u64,
+    /// io_uring completions whose submission record was lost (counted as LOSS by its gap).
+    pub uring_unjoined: u64,
 }
 
 impl Stats {

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use lineage_common::KernelOffsets;
+use lineage_common::{CaptureOffsets, KernelOffsets};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BtfError {
@@ -200,6 +200,11 @@ impl Btf {
 
     /// Byte offset of `member` in `struct strukt`.
     pub fn member_offset(&self, strukt: &str, member: &str) -> Result<u32, BtfError> {
+        Ok(self.member_bit_offset(strukt, member)? / 8)
+    }
+
+    /// Bit offset of `member` (a bitfield's own bit) in `struct strukt`.
+    pub fn member_bit_offset(&self, strukt: &str, member: &str) -> Result<u32, BtfError> {
         let id = *self
             .structs_by_name
             .get(strukt)
@@ -211,7 +216,7 @@ impl Btf {
                 strukt: strukt.into(),
                 member: member.into(),
             })?;
-        Ok(bits / 8)
+        Ok(bits)
     }
 
     /// Every offset the kernel programs read.
@@ -243,6 +248,81 @@ impl Btf {
             skc_v6_daddr: sk("skc_v6_daddr")?,
             skc_v6_rcv_saddr: sk("skc_v6_rcv_saddr")?,
         })
+    }
+
+    /// Offsets for the compat, credential and io_uring probes. A kernel without the io_uring
+    /// structs (or with renamed members) gets `io_uring_valid = 0` and a warning: those probes
+    /// then record opcodes without paths instead of the agent failing.
+    pub fn capture_offsets(&self) -> Result<CaptureOffsets, BtfError> {
+        let cred = |m| self.member_offset("cred", m);
+        let regs = |m| self.member_offset("pt_regs", m);
+        let mut off = CaptureOffsets {
+            valid: 1,
+            ti_status: self.member_offset("task_struct", "thread_info")?
+                + self.member_offset("thread_info", "status")?,
+            regs_bx: regs("bx")?,
+            regs_cx: regs("cx")?,
+            regs_dx: regs("dx")?,
+            regs_si: regs("si")?,
+            regs_di: regs("di")?,
+            regs_bp: regs("bp")?,
+            regs_orig_ax: regs("orig_ax")?,
+            task_comm: self.member_offset("task_struct", "comm")?,
+            task_in_execve_bit: self.member_bit_offset("task_struct", "in_execve")?,
+            cred_uid: cred("uid")?,
+            cred_gid: cred("gid")?,
+            cred_suid: cred("suid")?,
+            cred_sgid: cred("sgid")?,
+            cred_euid: cred("euid")?,
+            cred_egid: cred("egid")?,
+            cred_fsuid: cred("fsuid")?,
+            cred_fsgid: cred("fsgid")?,
+            cred_cap_effective: cred("cap_effective")?,
+            file_inode: self.member_offset("file", "f_inode")?,
+            inode_ino: self.member_offset("inode", "i_ino")?,
+            ..Default::default()
+        };
+        match self.fill_io_uring(&mut off) {
+            Ok(()) => off.io_uring_valid = 1,
+            Err(e) => tracing::warn!(
+                error = %e,
+                "io_uring requests will be recorded by opcode only, without paths or addresses"
+            ),
+        }
+        Ok(off)
+    }
+
+    fn fill_io_uring(&self, o: &mut CaptureOffsets) -> Result<(), BtfError> {
+        let m = |s, f| self.member_offset(s, f);
+        o.kiocb_async_data = m("io_kiocb", "async_data")?;
+        o.kiocb_fd = m("io_kiocb", "cqe")? + m("io_cqe", "fd")?;
+        o.filename_name = m("filename", "name")?;
+        o.open_dfd = m("io_open", "dfd")?;
+        o.open_filename = m("io_open", "filename")?;
+        o.open_how = m("io_open", "how")? + m("open_how", "flags")?;
+        o.rename_old_dfd = m("io_rename", "old_dfd")?;
+        o.rename_new_dfd = m("io_rename", "new_dfd")?;
+        o.rename_oldpath = m("io_rename", "oldpath")?;
+        o.rename_newpath = m("io_rename", "newpath")?;
+        o.rename_flags = m("io_rename", "flags")?;
+        o.link_old_dfd = m("io_link", "old_dfd")?;
+        o.link_new_dfd = m("io_link", "new_dfd")?;
+        o.link_oldpath = m("io_link", "oldpath")?;
+        o.link_newpath = m("io_link", "newpath")?;
+        o.link_flags = m("io_link", "flags")?;
+        o.unlink_dfd = m("io_unlink", "dfd")?;
+        o.unlink_flags = m("io_unlink", "flags")?;
+        o.unlink_filename = m("io_unlink", "filename")?;
+        o.mkdir_dfd = m("io_mkdir", "dfd")?;
+        o.mkdir_mode = m("io_mkdir", "mode")?;
+        o.mkdir_filename = m("io_mkdir", "filename")?;
+        o.msg_addr = m("io_async_msghdr", "addr")?;
+        o.msg_name = m("io_async_msghdr", "msg")? + m("msghdr", "msg_name")?;
+        o.xattr_filename = m("io_xattr", "filename")?;
+        o.xattr_kname = m("io_xattr", "ctx")? + m("kernel_xattr_ctx", "kname")?;
+        o.ftrunc_len = m("io_ftrunc", "len")?;
+        o.listen_backlog = m("io_listen", "backlog")?;
+        Ok(())
     }
 }
 
@@ -318,5 +398,11 @@ mod tests {
             "ports live in one union but at different offsets"
         );
         assert!(off.socket_sk > 0 && off.fdtable_fd > 0);
+        let cap = Btf::from_file(path).unwrap().capture_offsets().unwrap();
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!(cap.regs_bx, 40, "pt_regs is fixed x86_64 ABI");
+        assert!(cap.cred_fsgid > cap.cred_uid);
+        assert_eq!(cap.io_uring_valid, 1, "this kernel has io_uring's structs");
+        assert!(cap.open_filename > cap.open_dfd);
     }
 }

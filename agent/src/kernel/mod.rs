@@ -4,3 +4,4 @@
 pub mod btf;
 pub mod filter;
 pub mod probes;
+pub mod tracefs;

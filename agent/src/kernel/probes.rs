@@ -11,7 +11,7 @@ use aya::{
     programs::{RawTracePoint, TracePoint},
     Ebpf, EbpfLoader,
 };
-use lineage_common::{KernelOffsets, KIND_SLOTS};
+use lineage_common::{CaptureOffsets, IoUringTpFields, KernelOffsets, KIND_SLOTS};
 
 /// The kernel programs, built by `build.rs` and embedded: the agent is one file to deploy.
 static PROBES_ELF: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lineage-probes"));
@@ -122,12 +122,136 @@ const FILE_SYSCALLS: &[(&str, &str)] = &[
     ("sys_enter_chown", "sys_exit_chown"),
     ("sys_enter_lchown", "sys_exit_lchown"),
     ("sys_enter_fchownat", "sys_exit_fchownat"),
+    ("sys_enter_link", "sys_exit_link"),
+    ("sys_enter_linkat", "sys_exit_linkat"),
+    ("sys_enter_symlink", "sys_exit_symlink"),
+    ("sys_enter_symlinkat", "sys_exit_symlinkat"),
+    ("sys_enter_mkdir", "sys_exit_mkdir"),
+    ("sys_enter_mkdirat", "sys_exit_mkdirat"),
+    ("sys_enter_rmdir", "sys_exit_rmdir"),
+    ("sys_enter_mknod", "sys_exit_mknod"),
+    ("sys_enter_mknodat", "sys_exit_mknodat"),
+    ("sys_enter_truncate", "sys_exit_truncate"),
+    ("sys_enter_ftruncate", "sys_exit_ftruncate"),
+    ("sys_enter_fchmod", "sys_exit_fchmod"),
+    ("sys_enter_fchown", "sys_exit_fchown"),
+    ("sys_enter_setxattr", "sys_exit_setxattr"),
+    ("sys_enter_lsetxattr", "sys_exit_lsetxattr"),
+    ("sys_enter_fsetxattr", "sys_exit_fsetxattr"),
+    ("sys_enter_setxattrat", "sys_exit_setxattrat"),
+    ("sys_enter_removexattr", "sys_exit_removexattr"),
+    ("sys_enter_lremovexattr", "sys_exit_lremovexattr"),
+    ("sys_enter_fremovexattr", "sys_exit_fremovexattr"),
+    ("sys_enter_removexattrat", "sys_exit_removexattrat"),
+    ("sys_enter_utime", "sys_exit_utime"),
+    ("sys_enter_utimes", "sys_exit_utimes"),
+    ("sys_enter_futimesat", "sys_exit_futimesat"),
+    ("sys_enter_utimensat", "sys_exit_utimensat"),
 ];
 
 const NET_SYSCALLS: &[(&str, &str)] = &[
     ("sys_enter_connect", "sys_exit_connect"),
     ("sys_enter_accept", "sys_exit_accept"),
     ("sys_enter_accept4", "sys_exit_accept4"),
+    ("sys_enter_bind", "sys_exit_bind"),
+    ("sys_enter_listen", "sys_exit_listen"),
+    ("sys_enter_sendto", "sys_exit_sendto"),
+    ("sys_enter_sendmsg", "sys_exit_sendmsg"),
+];
+
+/// Credential changes, ptrace, modules, bpf(), mounts, namespaces, memfd. A kernel built
+/// without modules has no module syscalls: those hooks are reported as failed.
+const SEC_SYSCALLS: &[(&str, &str)] = &[
+    ("sys_enter_setuid", "sys_exit_setuid"),
+    ("sys_enter_setgid", "sys_exit_setgid"),
+    ("sys_enter_setreuid", "sys_exit_setreuid"),
+    ("sys_enter_setregid", "sys_exit_setregid"),
+    ("sys_enter_setresuid", "sys_exit_setresuid"),
+    ("sys_enter_setresgid", "sys_exit_setresgid"),
+    ("sys_enter_setgroups", "sys_exit_setgroups"),
+    ("sys_enter_setfsuid", "sys_exit_setfsuid"),
+    ("sys_enter_setfsgid", "sys_exit_setfsgid"),
+    ("sys_enter_capset", "sys_exit_capset"),
+    ("sys_enter_ptrace", "sys_exit_ptrace"),
+    ("sys_enter_init_module", "sys_exit_init_module"),
+    ("sys_enter_finit_module", "sys_exit_finit_module"),
+    ("sys_enter_delete_module", "sys_exit_delete_module"),
+    ("sys_enter_bpf", "sys_exit_bpf"),
+    ("sys_enter_mount", "sys_exit_mount"),
+    ("sys_enter_umount", "sys_exit_umount"),
+    ("sys_enter_pivot_root", "sys_exit_pivot_root"),
+    ("sys_enter_unshare", "sys_exit_unshare"),
+    ("sys_enter_setns", "sys_exit_setns"),
+    ("sys_enter_memfd_create", "sys_exit_memfd_create"),
+];
+
+/// io_uring requests, ring set-up, 32-bit syscalls, signals to the agent and comm changes.
+/// Completion before submission: a completion probe attached late would only miss results.
+const OTHER_PROBES: &[ProbeSpec] = &[
+    ProbeSpec {
+        program: "io_uring_complete",
+        hook: Hook::TracePoint {
+            category: "io_uring",
+            name: "io_uring_complete",
+        },
+        required: false,
+    },
+    ProbeSpec {
+        program: "io_uring_submit_req",
+        hook: Hook::TracePoint {
+            category: "io_uring",
+            name: "io_uring_submit_req",
+        },
+        required: false,
+    },
+    ProbeSpec {
+        program: "io_uring_req_failed",
+        hook: Hook::TracePoint {
+            category: "io_uring",
+            name: "io_uring_req_failed",
+        },
+        required: false,
+    },
+    ProbeSpec {
+        program: "io_uring_create",
+        hook: Hook::TracePoint {
+            category: "io_uring",
+            name: "io_uring_create",
+        },
+        required: false,
+    },
+    ProbeSpec {
+        program: "io_uring_register",
+        hook: Hook::TracePoint {
+            category: "io_uring",
+            name: "io_uring_register",
+        },
+        required: false,
+    },
+    ProbeSpec {
+        program: "compat_sys_exit",
+        hook: Hook::RawTracePoint { name: "sys_exit" },
+        required: false,
+    },
+    ProbeSpec {
+        program: "compat_sys_enter",
+        hook: Hook::RawTracePoint { name: "sys_enter" },
+        required: false,
+    },
+    ProbeSpec {
+        program: "signal_generate",
+        hook: Hook::RawTracePoint {
+            name: "signal_generate",
+        },
+        required: false,
+    },
+    ProbeSpec {
+        program: "task_rename",
+        hook: Hook::RawTracePoint {
+            name: "task_rename",
+        },
+        required: false,
+    },
 ];
 
 /// Every probe, in attach order: lineage first, so the process tree is complete before file
@@ -137,6 +261,7 @@ pub fn all_probes() -> Vec<ProbeSpec> {
     for (table, enter, exit) in [
         (FILE_SYSCALLS, "sys_enter_file", "sys_exit_file"),
         (NET_SYSCALLS, "sys_enter_net", "sys_exit_net"),
+        (SEC_SYSCALLS, "sys_enter_sec", "sys_exit_sec"),
     ] {
         for (enter_tp, exit_tp) in table {
             // Exit first: an entry without its exit probe would only fill the pending map.
@@ -158,6 +283,7 @@ pub fn all_probes() -> Vec<ProbeSpec> {
             });
         }
     }
+    probes.extend_from_slice(OTHER_PROBES);
     probes
 }
 
@@ -193,6 +319,8 @@ pub enum LoadError {
 pub struct LoadParams {
     pub agent_tgid: u32,
     pub offsets: KernelOffsets,
+    pub capture_offsets: CaptureOffsets,
+    pub io_uring_fields: IoUringTpFields,
     pub ring_buffer_bytes: u32,
 }
 
@@ -203,6 +331,8 @@ pub fn load(params: &LoadParams) -> Result<Ebpf, LoadError> {
     let ebpf = EbpfLoader::new()
         .override_global("AGENT_TGID", &params.agent_tgid, true)
         .override_global("OFFSETS", &params.offsets, true)
+        .override_global("CAPTURE_OFFSETS", &params.capture_offsets, true)
+        .override_global("IO_URING_TP", &params.io_uring_fields, true)
         .override_global("WAKEUP_BYTES", &wakeup_bytes, true)
         .map_max_entries("EVENTS", params.ring_buffer_bytes)
         .load(PROBES_ELF)?;

@@ -157,6 +157,44 @@ fn text_line(event: &Event, table: &ProcessTable) -> String {
                 error.unwrap_or("")
             )
         }
+        Detail::Socket {
+            op,
+            address,
+            port,
+            path,
+            error,
+            ..
+        } => {
+            let target = match (address, port, path) {
+                (Some(a), Some(p), _) => format!("{a}:{p}"),
+                (_, _, Some(p)) => p.clone(),
+                _ => "?".into(),
+            };
+            format!("[{t:.6}] {op:<6} {who} {target} {}", error.unwrap_or(""))
+        }
+        Detail::IoUringRequest {
+            io_uring, error, ..
+        } => format!(
+            "[{t:.6}] uring  {who} {} {}",
+            io_uring.opcode,
+            error.unwrap_or("")
+        ),
+        Detail::IoUringSetup { op, ring, .. } => format!("[{t:.6}] uring  {who} {op} {ring}"),
+        Detail::Syscall {
+            syscall,
+            compat,
+            result,
+            ..
+        } => {
+            let abi = if *compat { " (32-bit)" } else { "" };
+            format!("[{t:.6}] sys    {who} {syscall}{abi} = {result}")
+        }
+        Detail::SignalToAgent { signal, .. } => {
+            format!("[{t:.6}] SIGNAL {who} sent signal {signal} to the agent")
+        }
+        Detail::CommChange {
+            old_comm, new_comm, ..
+        } => format!("[{t:.6}] comm   {who} {old_comm} → {new_comm}"),
         Detail::Loss {
             loss_cpu,
             missing,
