@@ -24,6 +24,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <linux/capability.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
@@ -206,6 +207,20 @@ static int do_int80(const char *dir, int tcp_port) {
     waitpid(child, &status, 0);
     report("int80_execve_pid", child);
     report("int80_execve_status", WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+    /* More file calls through the 32-bit table: mkdir 39, rmdir 40, link 9, symlink 83,
+     * truncate 92, fchmod 94. */
+    snprintf(p1, sizeof p1, "%s/int80_dir", dir);
+    report("int80_mkdir", sys32(39, LOW(p1), 0700, 0));
+    report("int80_rmdir", sys32(40, LOW(p1), 0, 0));
+    snprintf(p1, sizeof p1, "%s/int80_base", dir);
+    snprintf(p2, sizeof p2, "%s/int80_link", dir);
+    long bfd = sys32(NR32_OPEN, LOW(p1), O_CREAT | O_WRONLY, 0600);
+    report("int80_link", sys32(9, LOW(p1), LOW(p2), 0));
+    snprintf(p2, sizeof p2, "%s/int80_symlink", dir);
+    report("int80_symlink", sys32(83, LOW(p1), LOW(p2), 0));
+    report("int80_truncate", sys32(92, LOW(p1), 99, 0));
+    report("int80_fchmod", sys32(94, bfd, 02755, 0));
+    close(bfd);
     /* Not decoded: recorded raw with its number and arguments. chroot(2) = 61. */
     report("int80_chroot", sys32(61, LOW(p1), 0, 0));
     /* A credential call through the 32-bit table: setuid32(2) = 213, to ourselves. */
@@ -232,6 +247,9 @@ static int do_sec(const char *dir, pid_t agent) {
     long mfd = syscall(SYS_bpf, BPF_MAP_CREATE, &attr, sizeof attr);
     report("bpf_map_create", mfd < 0 ? -errno : mfd);
     report("prctl_rename", neg(prctl(PR_SET_NAME, "renamed-evade")));
+    int ns = open("/proc/self/ns/uts", O_RDONLY);
+    report("setns", neg(setns(ns, CLONE_NEWUTS)));
+    close(ns);
     report("kill_agent", neg(kill(agent, SIGWINCH)));
     pid_t child = fork();
     if (child == 0) {
@@ -267,6 +285,14 @@ static int do_calls(const char *dir, int udp_port) {
     report("fchmod", neg(fchmod(fd, 04777)));
     report("fchown", neg(fchown(fd, getuid(), getgid())));
     report("setxattr", neg(setxattr(f, "user.lineage", "x", 1, 0)));
+    report("removexattr", neg(removexattr(f, "user.lineage")));
+    report("utimensat", neg(utimensat(AT_FDCWD, f, NULL, 0)));
+    report("chown", neg(chown(f, getuid(), getgid())));
+    report("rmdir", neg(rmdir(d)));
+    struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
+    struct __user_cap_data_struct caps[2];
+    syscall(SYS_capget, &hdr, caps);
+    report("capset", neg(syscall(SYS_capset, &hdr, caps)));
 
     int u = socket(AF_INET, SOCK_DGRAM, 0);
     struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons(udp_port)};

@@ -346,6 +346,26 @@ fn int_0x80_file_socket_and_exec_calls_are_on_the_chain_marked_compat() {
         serde_json::json!(["/bin/true", "int80-execve-marker"])
     );
 
+    for (op, syscall, path, name) in [
+        ("mkdir", "mkdir", s.path("int80_dir"), "int80_mkdir"),
+        ("rmdir", "rmdir", s.path("int80_dir"), "int80_rmdir"),
+        ("link", "link", s.path("int80_base"), "int80_link"),
+        ("symlink", "symlink", s.path("int80_base"), "int80_symlink"),
+        (
+            "truncate",
+            "truncate",
+            s.path("int80_base"),
+            "int80_truncate",
+        ),
+    ] {
+        let e = compat_file(op, syscall);
+        assert_eq!(e["path"], path.as_str(), "{e}");
+        assert_eq!(file_result(&e), a.result(name), "{e}");
+    }
+    let fchmod = compat_file("chmod", "fchmod");
+    assert_eq!(fchmod["mode"], 0o2755);
+    assert_eq!(file_result(&fchmod), a.result("int80_fchmod"));
+
     // A 32-bit call that is not decoded is still recorded, raw.
     let chroot = find(&events, "32-bit chroot", |e| {
         e["kind"] == "syscall" && e["op"] == "compat_other" && e["nr"] == 61
@@ -398,6 +418,11 @@ fn credential_mount_namespace_bpf_ptrace_memfd_signal_and_comm_changes_are_on_th
         (Some("lineage-tmpfs"), Some(s.path("mnt").as_str()))
     );
     assert_eq!(mount["result"].as_i64(), Some(a.result("mount")));
+    let setns = sys("setns");
+    assert_eq!(
+        (setns["args"][1].as_u64(), setns["result"].as_i64()),
+        (Some(libc::CLONE_NEWUTS as u64), Some(a.result("setns")))
+    );
     let umount = sys("umount");
     assert_eq!(umount["target"], s.path("mnt"));
     let memfd = sys("memfd_create");
@@ -537,6 +562,22 @@ fn formerly_unhooked_file_and_socket_syscalls_are_on_the_chain() {
         (Some(65534), Some(65534))
     );
     assert_eq!(file_result(&fchown), a.result("fchown"));
+    let d = s.path("calls_dir");
+    for (op, syscall, path, name) in [
+        ("removexattr", "removexattr", f.as_str(), "removexattr"),
+        ("utimes", "utimensat", f.as_str(), "utimensat"),
+        ("chown", "chown", f.as_str(), "chown"),
+        ("rmdir", "rmdir", d.as_str(), "rmdir"),
+    ] {
+        let e = file(op, syscall);
+        assert_eq!(e["path"], path, "{e}");
+        assert_eq!(file_result(&e), a.result(name), "{e}");
+    }
+    let capset = find(&events, "capset", |e| {
+        e["kind"] == "syscall" && e["op"] == "capset"
+    });
+    assert_eq!(capset["result"].as_i64(), Some(a.result("capset")));
+    assert_eq!(capset["old_caps"], capset["new_caps"]);
     let setxattr = file("setxattr", "setxattr");
     assert_eq!(
         (setxattr["path"].as_str(), setxattr["path2"].as_str()),
