@@ -72,6 +72,37 @@ fn attack(evade: &Path, mode: &str, dir: &Path, tcp: u16, udp: u16) -> Attack {
     Attack { results, pid }
 }
 
+/// Exactly one send record among `sends` (datagrams to one peer), to 127.0.0.1:`port`, with
+/// the result the program saw.
+fn assert_one_send(sends: &[&Value], port: u16, result: i64) {
+    assert_eq!(
+        sends.len(),
+        1,
+        "several datagrams to one peer, one record: {sends:#?}"
+    );
+    assert_eq!(
+        (
+            sends[0]["address"].as_str(),
+            sends[0]["port"].as_u64(),
+            sends[0]["result"].as_i64()
+        ),
+        (Some("127.0.0.1"), Some(u64::from(port)), Some(result))
+    );
+}
+
+/// `name=result` lines a run of the program printed.
+fn parse_results(stdout: &[u8]) -> HashMap<String, Vec<i64>> {
+    let mut results: HashMap<String, Vec<i64>> = HashMap::new();
+    for line in String::from_utf8_lossy(stdout).lines() {
+        let (k, v) = line.split_once('=').expect("name=result");
+        results
+            .entry(k.into())
+            .or_default()
+            .push(v.parse().unwrap());
+    }
+    results
+}
+
 struct Setup {
     _tmp: tempfile::TempDir,
     dir: PathBuf,
@@ -259,23 +290,7 @@ fn io_uring_file_and_connect_requests_are_on_the_chain_with_kernel_paths_and_res
         (Some("listen"), Some(9), Some(a.result("uring_listen")))
     );
     let sends: Vec<&Value> = events.iter().filter(|e| uring(e, "send")).collect();
-    assert_eq!(
-        sends.len(),
-        1,
-        "three datagrams to one peer, one record: {sends:#?}"
-    );
-    assert_eq!(
-        (
-            sends[0]["address"].as_str(),
-            sends[0]["port"].as_u64(),
-            sends[0]["result"].as_i64()
-        ),
-        (
-            Some("127.0.0.1"),
-            Some(u64::from(udp)),
-            Some(a.result("uring_sendto"))
-        )
-    );
+    assert_one_send(&sends, udp, a.result("uring_sendto"));
 }
 
 #[test]
@@ -590,23 +605,7 @@ fn formerly_unhooked_file_and_socket_syscalls_are_on_the_chain() {
         .iter()
         .filter(|e| e["kind"] == "socket" && e["op"] == "send")
         .collect();
-    assert_eq!(
-        sends.len(),
-        1,
-        "one send record per (socket, peer): {sends:#?}"
-    );
-    assert_eq!(
-        (
-            sends[0]["address"].as_str(),
-            sends[0]["port"].as_u64(),
-            sends[0]["result"].as_i64()
-        ),
-        (
-            Some("127.0.0.1"),
-            Some(u64::from(udp)),
-            Some(a.result("sendto"))
-        )
-    );
+    assert_one_send(&sends, udp, a.result("sendto"));
     let bind = find(&events, "bind", |e| {
         e["kind"] == "socket" && e["op"] == "bind"
     });
