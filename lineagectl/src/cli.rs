@@ -45,9 +45,11 @@ pub enum Command {
     /// Files that cannot be read or parsed are skipped with a warning on stderr.
     ///
     /// With --json, one JSON object per line:
-    /// {"index":N,"segment":S,"kind":"EVENT","schema":1,"event":{...payload...}} for events
-    /// (other schemas, or a payload that is not JSON: "payload_hex" instead of "event"), and
-    /// {"index":N,"segment":S,"kind":"LOSS",...fields} for the other kinds.
+    /// {"index":N,"segment":S,"kind":"EVENT","schema":1,"event":{...payload...}} for events:
+    /// a schema 1 payload as the JSON object it is, a schema 2 payload (protobuf Event) in the
+    /// canonical protobuf JSON mapping (docs/EVENTS.md); other schemas, or a payload that does
+    /// not decode: "payload_hex" instead of "event". {"index":N,"segment":S,"kind":"LOSS",
+    /// ...fields} for the other kinds.
     #[command(verbatim_doc_comment)]
     Entries(EntriesArgs),
     /// Follow an agent's live events, one compact line each (or JSON with --json).

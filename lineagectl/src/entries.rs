@@ -8,6 +8,7 @@ use std::io::{self, BufWriter, Write};
 
 use anyhow::Result;
 use lineage_evidence::entry::{Entry, EntryKind};
+use lineage_proto::payload;
 use serde::Serialize;
 
 use crate::cli::EntriesArgs;
@@ -58,10 +59,11 @@ struct Line<'a, T: Serialize> {
 #[derive(Serialize)]
 struct EventFields {
     schema: u16,
-    /// Schema 1 payloads are UTF-8 JSON; printed as JSON when they are.
+    /// Schema 2: the decoded event in the canonical protobuf JSON mapping. Schema 1: the
+    /// payload's own JSON object, as stored.
     #[serde(skip_serializing_if = "Option::is_none")]
     event: Option<serde_json::Value>,
-    /// Any other payload, or a schema 1 payload that is not JSON.
+    /// Any other schema, or a payload that does not decode.
     #[serde(skip_serializing_if = "Option::is_none")]
     payload_hex: Option<String>,
 }
@@ -228,9 +230,13 @@ fn print_entry(out: &mut Out, index: u64, seg: u64, e: &[u8]) -> Result<()> {
     let name = parsed.kind().map_or("UNKNOWN", |k| k.name());
     match parsed {
         Entry::Event(ev) => {
-            let json = (ev.schema == 1)
-                .then(|| serde_json::from_slice::<serde_json::Value>(ev.payload).ok())
-                .flatten();
+            let json = match ev.schema {
+                payload::SCHEMA_JSON => serde_json::from_slice(ev.payload).ok(),
+                payload::SCHEMA_PROTOBUF => payload::decode(ev.schema, ev.payload)
+                    .ok()
+                    .and_then(|e| serde_json::to_value(e).ok()),
+                _ => None,
+            };
             let payload_hex = json.is_none().then(|| hex::encode(ev.payload));
             out.line(
                 index,

@@ -1,63 +1,23 @@
-//! Reading schema 1 events (docs/EVENTS.md) and rendering them for people.
+//! Rendering events (`lineage.v1.Event`, docs/EVENTS.md) for people.
 //!
-//! The view is lenient: every field is optional, unknown fields are ignored, so a newer agent
-//! adding fields never breaks the CLI. `tail` and `tree` share the renderings here.
+//! The schema is the generated one; this module only words it. Kinds it has no wording for
+//! (added to event.proto after this version) are shown generically as `key=value` from their
+//! JSON mapping, so a newer agent never breaks the CLI. `tail` and `tree` share it.
 
 use std::collections::{HashMap, VecDeque};
 
-use serde::Deserialize;
+use lineage_proto::payload;
+pub use lineage_proto::v1::Event;
+use lineage_proto::v1::{event::Kind, Exec, Snapshot};
 
-use crate::clock::Clock;
+/// An event as the agent's API sends it today (a schema 1 JSON object, docs/EVENTS.md),
+/// read as the typed message.
+pub fn parse(json: &str) -> Result<Event, payload::PayloadError> {
+    payload::decode(payload::SCHEMA_JSON, json.as_bytes())
+}
+
+use crate::clock::{format_hms, utc_offset_secs, Clock};
 use crate::style::{Paint, Style};
-
-/// One event object, as much of it as the CLI shows.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub struct Event {
-    pub kind: String,
-    pub time_ns: u64,
-    pub pid: u32,
-    pub tgid: u32,
-    pub exec_id: Option<String>,
-    pub parent_exec_id: Option<String>,
-    /// Nearest first (live events only; not stored on the chain).
-    pub ancestors: Vec<String>,
-    // exec, snapshot, exec_failed
-    pub binary: Option<String>,
-    pub filename: Option<String>,
-    pub argv: Vec<String>,
-    pub args_truncated: bool,
-    pub args_captured: Option<bool>,
-    pub previous_exec_id: Option<String>,
-    pub comm: Option<String>,
-    pub uid: Option<u32>,
-    pub error: Option<String>,
-    pub errno: Option<i32>,
-    // fork
-    pub child_pid: Option<u32>,
-    pub child_tgid: Option<u32>,
-    pub thread: bool,
-    pub child_exec_id: Option<String>,
-    // exit
-    pub code: Option<u32>,
-    pub signal: Option<u32>,
-    pub core_dumped: bool,
-    pub process: bool,
-    // loss
-    pub loss_cpu: Option<u32>,
-    pub missing: u64,
-    pub failures: Vec<(String, u64)>,
-    pub unexplained: u64,
-    /// Fields of kinds this version does not know (file, connect, …), shown generically.
-    #[serde(flatten)]
-    pub other: std::collections::BTreeMap<String, serde_json::Value>,
-}
-
-impl Event {
-    pub fn parse(json: &str) -> Result<Event, serde_json::Error> {
-        serde_json::from_str(json)
-    }
-}
 
 /// The parts of an exec id `<boot tag>-<tgid>-<start ns>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,18 +61,25 @@ pub fn quote_argv(argv: &[String]) -> String {
         .join(" ")
 }
 
+/// The kind's name, or `?` for an event without one.
+pub fn kind_name(ev: &Event) -> &'static str {
+    ev.kind.as_ref().map_or("?", Kind::name)
+}
+
 /// The kind word, padded and coloured.
 pub fn kind_word(ev: &Event, style: Style) -> String {
-    let (word, paint) = match ev.kind.as_str() {
-        "exec" => ("exec", Paint::Green),
-        "exec_failed" => ("exec!", Paint::Red),
-        "fork" if ev.thread => ("thread", Paint::Blue),
-        "fork" => ("fork", Paint::Blue),
-        "exit" if ev.signal.is_some() || ev.code.is_some_and(|c| c != 0) => ("exit", Paint::Red),
-        "exit" => ("exit", Paint::Yellow),
-        "snapshot" => ("snapshot", Paint::Magenta),
-        "loss" => ("LOSS", Paint::Red),
-        other => (other, Paint::Bold),
+    let (word, paint) = match &ev.kind {
+        Some(Kind::Exec(_)) => ("exec", Paint::Green),
+        Some(Kind::ExecFailed(_)) => ("exec!", Paint::Red),
+        Some(Kind::Fork(f)) if f.thread => ("thread", Paint::Blue),
+        Some(Kind::Fork(_)) => ("fork", Paint::Blue),
+        Some(Kind::Exit(x)) if x.signal.is_some() || x.code.is_some_and(|c| c != 0) => {
+            ("exit", Paint::Red)
+        }
+        Some(Kind::Exit(_)) => ("exit", Paint::Yellow),
+        Some(Kind::Snapshot(_)) => ("snapshot", Paint::Magenta),
+        Some(Kind::Loss(_)) => ("LOSS", Paint::Red),
+        _ => (kind_name(ev), Paint::Bold),
     };
     let padded = format!("{word:<8}");
     style.paint(paint, &padded).into_owned()
@@ -120,68 +87,56 @@ pub fn kind_word(ev: &Event, style: Style) -> String {
 
 /// What happened, after the kind word: binary and argv, exit status, child, loss counts.
 pub fn details(ev: &Event) -> String {
-    match ev.kind.as_str() {
-        "exec" | "snapshot" => {
-            let mut s = format!(
-                "{} {}",
-                ev.binary.as_deref().unwrap_or("?"),
-                quote_argv(&ev.argv)
-            );
-            if ev.args_truncated {
+    match &ev.kind {
+        Some(Kind::Exec(x)) => {
+            let mut s = format!("{} {}", or_unknown(&x.binary), quote_argv(&x.argv));
+            if x.args_truncated {
                 s.push_str(" [argv truncated]");
             }
-            if ev.args_captured == Some(false) {
+            if !x.args_captured {
                 s.push_str(" [argv not captured]");
             }
             s
         }
-        "exec_failed" => format!(
+        Some(Kind::Snapshot(x)) => format!("{} {}", or_unknown(&x.binary), quote_argv(&x.argv)),
+        Some(Kind::ExecFailed(x)) => format!(
             "{} {}: {}",
-            ev.filename.as_deref().unwrap_or("?"),
-            quote_argv(&ev.argv),
-            ev.error
-                .clone()
-                .or_else(|| ev.errno.map(|e| format!("errno {e}")))
-                .unwrap_or_else(|| "?".into())
+            or_unknown(&x.filename),
+            quote_argv(&x.argv),
+            if x.error.is_empty() {
+                format!("errno {}", x.errno)
+            } else {
+                x.error.clone()
+            }
         ),
-        "fork" if ev.thread => format!(
-            "new thread {}",
-            ev.child_pid.map_or("?".into(), |p| p.to_string())
-        ),
-        "fork" => format!(
-            "child {}",
-            ev.child_tgid.map_or("?".into(), |p| p.to_string())
-        ),
-        "exit" => {
-            let mut s = match (ev.code, ev.signal) {
+        Some(Kind::Fork(f)) if f.thread => format!("new thread {}", f.child_pid),
+        Some(Kind::Fork(f)) => format!("child {}", f.child_tgid),
+        Some(Kind::Exit(x)) => {
+            let mut s = match (x.code, x.signal) {
                 (_, Some(sig)) => format!("killed by signal {sig}"),
                 (Some(c), None) => format!("code {c}"),
                 (None, None) => "?".into(),
             };
-            if ev.core_dumped {
+            if x.core_dumped {
                 s.push_str(" (core dumped)");
             }
-            if !ev.process {
+            if !x.process {
                 s.push_str(" [thread]");
             }
             s
         }
-        "loss" => {
-            let mut s = format!(
-                "cpu {}: {} record(s) missing",
-                ev.loss_cpu.map_or("?".into(), |c| c.to_string()),
-                ev.missing
-            );
-            if !ev.failures.is_empty() {
-                let f: Vec<String> = ev
+        Some(Kind::Loss(l)) => {
+            let mut s = format!("cpu {}: {} record(s) missing", l.cpu, l.missing);
+            if !l.failures.is_empty() {
+                let f: Vec<String> = l
                     .failures
                     .iter()
-                    .map(|(k, n)| format!("{k} {n}"))
+                    .map(|f| format!("{} {}", f.kind, f.count))
                     .collect();
                 s.push_str(&format!(", reservation failures: {}", f.join(", ")));
             }
-            if ev.unexplained > 0 {
-                s.push_str(&format!(", {} UNEXPLAINED", ev.unexplained));
+            if l.unexplained > 0 {
+                s.push_str(&format!(", {} UNEXPLAINED", l.unexplained));
             }
             s
         }
@@ -189,17 +144,41 @@ pub fn details(ev: &Event) -> String {
     }
 }
 
-/// `key=value …` of the fields a kind this version does not know carries.
+fn or_unknown(s: &str) -> &str {
+    if s.is_empty() {
+        "?"
+    } else {
+        s
+    }
+}
+
+/// `key=value …` of the kind's fields, from its JSON mapping (defaults are left out there).
 fn generic(ev: &Event) -> String {
-    ev.other
-        .iter()
-        .filter(|(k, _)| !matches!(k.as_str(), "cpu" | "seq"))
+    let Ok(serde_json::Value::Object(mut all)) = serde_json::to_value(ev) else {
+        return String::new();
+    };
+    let Some(serde_json::Value::Object(body)) = all.remove(kind_name(ev)) else {
+        return String::new();
+    };
+    body.iter()
         .map(|(k, v)| match v {
             serde_json::Value::String(s) => format!("{k}={}", quote_arg(s)),
             other => format!("{k}={other}"),
         })
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// The event's time as `HH:MM:SS.mmm` local time: from its wall-clock stamp, or (events
+/// without one, from agents before typed events) converted from the boot clock.
+pub fn time_of(ev: &Event, clock: &Clock) -> String {
+    match &ev.wall_time {
+        Some(w) => {
+            let ns = w.unix_ns();
+            format_hms(ns, utc_offset_secs(w.seconds))
+        }
+        None => clock.format(ev.time_ns),
+    }
 }
 
 /// Most names remembered by a live tail (oldest forgotten first).
@@ -242,25 +221,22 @@ impl Names {
     /// Learns the names an event reveals: an exec's or snapshot's own image, and a forked
     /// child (which runs its parent's program, so has its parent's name).
     pub fn learn(&mut self, ev: &Event) {
-        let Some(id) = ev.exec_id.as_deref() else {
+        if ev.exec_id.is_empty() {
             return;
-        };
-        match ev.kind.as_str() {
-            "exec" | "snapshot" => {
-                let comm = ev
-                    .comm
-                    .clone()
-                    .filter(|c| !c.is_empty())
-                    .or_else(|| ev.binary.as_deref().map(basename).map(str::to_owned));
-                if let Some(c) = comm {
-                    self.insert(id, &c);
-                }
+        }
+        let id = ev.exec_id.as_str();
+        match &ev.kind {
+            Some(Kind::Exec(Exec { binary, .. }) | Kind::Snapshot(Snapshot { binary, .. })) => {
+                let comm = if ev.comm.is_empty() {
+                    basename(binary)
+                } else {
+                    &ev.comm
+                };
+                self.insert(id, comm);
             }
-            "fork" => {
-                if let (Some(child), Some(name)) =
-                    (ev.child_exec_id.as_deref(), self.get(id).map(str::to_owned))
-                {
-                    self.insert(child, &name);
+            Some(Kind::Fork(f)) if !f.child_exec_id.is_empty() => {
+                if let Some(name) = self.get(id).map(str::to_owned) {
+                    self.insert(&f.child_exec_id, &name);
                 }
             }
             _ => {}
@@ -294,10 +270,10 @@ pub fn chain(ev: &Event, names: &Names, style: Style) -> String {
         .rev()
         .map(|id| names.label(id, None))
         .collect();
-    let own = match ev.exec_id.as_deref() {
-        Some(id) => names.label(id, Some(ev.tgid)),
-        None if ev.kind == "loss" => String::new(),
-        None => format!("?({})", ev.tgid),
+    let own = match &ev.kind {
+        _ if !ev.exec_id.is_empty() => names.label(&ev.exec_id, Some(ev.tgid)),
+        Some(Kind::Loss(_)) => String::new(),
+        _ => format!("?({})", ev.tgid),
     };
     if !own.is_empty() {
         parts.push(style.paint(Paint::Bold, &own).into_owned());
@@ -307,7 +283,7 @@ pub fn chain(ev: &Event, names: &Names, style: Style) -> String {
 
 /// The compact one-line view: time, host, chain, kind, details.
 pub fn line(ev: &Event, host: &str, names: &Names, clock: &Clock, style: Style) -> String {
-    let time = clock.format(ev.time_ns);
+    let time = time_of(ev, clock);
     let chain = chain(ev, names, style);
     let mut s = format!(
         "{} {} ",
@@ -328,8 +304,10 @@ pub fn line(ev: &Event, host: &str, names: &Names, clock: &Clock, style: Style) 
 mod tests {
     use super::*;
 
+    /// Fixtures are written in schema 1 JSON: it reads as the same message.
     fn ev(json: &str) -> Event {
-        Event::parse(json).unwrap()
+        lineage_proto::payload::decode(lineage_proto::payload::SCHEMA_JSON, json.as_bytes())
+            .unwrap()
     }
 
     #[test]
@@ -398,7 +376,7 @@ mod tests {
         assert_eq!(
             d(
                 r#"{"kind":"exec","binary":"/bin/sh","argv":["sh","-c","echo 'hi'"],
-                "args_truncated":true}"#
+                "args_truncated":true,"args_captured":true}"#
             ),
             r#"/bin/sh sh -c "echo 'hi'" [argv truncated]"#
         );
@@ -420,7 +398,7 @@ mod tests {
         );
         assert_eq!(
             d(r#"{"kind":"file","op":"open","path":"/etc/a b","fd":3,"cpu":1,"seq":9}"#),
-            "fd=3 op=open path='/etc/a b'"
+            "fd=3 path='/etc/a b'"
         );
         assert_eq!(
             d(
@@ -435,7 +413,7 @@ mod tests {
     fn a_plain_line_has_no_escape_codes() {
         let names = Names::default();
         let e = ev(r#"{"kind":"exec","time_ns":5,"tgid":9,"exec_id":"b-9-9",
-            "binary":"/bin/true","argv":["true"]}"#);
+            "binary":"/bin/true","argv":["true"],"args_captured":true}"#);
         let plain = line(
             &e,
             "host-a",

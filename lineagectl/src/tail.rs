@@ -154,7 +154,7 @@ fn print_line(text: &str) -> io::Result<()> {
 /// The compact line for one event JSON; an object this CLI cannot read is shown as is.
 async fn human(json: &str, view: &mut View, client: &mut Client) -> String {
     let received = clock::wall_now_ns();
-    let Ok(ev) = Event::parse(json) else {
+    let Ok(ev) = event::parse(json) else {
         return format!("{} {json}", view.host);
     };
     view.clock.observe(ev.time_ns, received);
@@ -166,9 +166,8 @@ async fn human(json: &str, view: &mut View, client: &mut Client) -> String {
 /// Asks the agent for the names of images in the chain that started before the tail.
 /// One GetLineage answer names the whole ancestry, so this is rare after the first lines.
 async fn resolve_names(ev: &Event, view: &mut View, client: &mut Client) {
-    let wanted = ev
-        .exec_id
-        .iter()
+    let wanted = std::iter::once(&ev.exec_id)
+        .filter(|id| !id.is_empty())
         .chain(ev.ancestors.iter().take(CHAIN_ANCESTORS));
     let missing: Vec<String> = wanted
         .filter(|id| !view.names.contains(id) && !view.unknown.contains(*id))

@@ -297,3 +297,59 @@ fn an_empty_directory_prints_nothing() {
     assert!(stdout(&o).is_empty());
     assert!(stderr(&o).contains("no segment files"));
 }
+
+#[test]
+fn schema_2_events_print_in_the_canonical_json_mapping() {
+    use lineage_proto::{payload, timestamp::Timestamp, v1};
+    let tmp = tempfile::tempdir().unwrap();
+    let store = SegmentStore::create(tmp.path()).unwrap();
+    let mut w = ChainWriter::new(HostId([7; 16]));
+    let ev = v1::Event {
+        time_ns: 12_345_678_901,
+        wall_time: Some(Timestamp::from_unix_ns(1_764_504_000_000_000_007)),
+        pid: 41,
+        tgid: 40,
+        exec_id: "b-40-7".into(),
+        comm: "true".into(),
+        uid: Some(0),
+        kind: Some(v1::event::Kind::Exec(v1::Exec {
+            binary: "/bin/true".into(),
+            argv: vec!["true".into(), "a b".into()],
+            args_captured: true,
+            cgroup_id: 1 << 40,
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    let mut bytes = Vec::new();
+    payload::encode(&ev, &mut bytes);
+    w.append_event(payload::SCHEMA_PROTOBUF, &bytes).unwrap();
+    w.append_event(payload::SCHEMA_PROTOBUF, &[0xff, 0xff])
+        .unwrap();
+    store
+        .write(&w.seal(1, &SecretKey::from_seed([3; 32])))
+        .unwrap();
+
+    let o = lineagectl(&["entries", tmp.path().to_str().unwrap(), "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v = json_lines(&o);
+    assert_eq!(
+        v[0],
+        serde_json::json!({
+            "index": 0, "segment": 0, "kind": "EVENT", "schema": 2,
+            "event": {
+                "time_ns": "12345678901",
+                "wall_time": "2025-11-30T12:00:00.000000007Z",
+                "pid": 41, "tgid": 40, "exec_id": "b-40-7", "uid": 0, "comm": "true",
+                "exec": {
+                    "binary": "/bin/true", "argv": ["true", "a b"], "args_captured": true,
+                    "cgroup_id": "1099511627776"
+                }
+            }
+        })
+    );
+    let back: v1::Event = serde_json::from_value(v[0]["event"].clone()).unwrap();
+    assert_eq!(back, ev, "the JSON reads back as the same message");
+    assert!(v[1].get("event").is_none(), "{}", v[1]);
+    assert_eq!(v[1]["payload_hex"], "ffff");
+}

@@ -1,7 +1,16 @@
-//! The `lineage.v1` API. The `.proto` file is the contract; any gRPC toolchain can generate a
-//! client from it.
+//! The `lineage.v1` API and event model. The `.proto` files are the contract; any protobuf
+//! toolchain can generate a client and decode events from them.
+//!
+//! Besides the generated messages this crate holds what every Rust user of events shares:
+//! the EVENT payload schemas of the evidence chain ([`payload`]) and the canonical JSON form
+//! of timestamps ([`timestamp`]).
+
+pub mod payload;
+pub mod timestamp;
 
 #[expect(clippy::all, reason = "generated code")]
 pub mod v1 {
     tonic::include_proto!("lineage.v1");
+    include!(concat!(env!("OUT_DIR"), "/lineage.v1.serde.rs"));
+    include!(concat!(env!("OUT_DIR"), "/kinds.rs"));
 }

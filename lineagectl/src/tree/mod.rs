@@ -12,7 +12,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use lineage_evidence::entry::Entry;
-use lineage_proto::v1::GetLineageRequest;
+use lineage_proto::{payload, v1::GetLineageRequest};
 
 use crate::cli::TreeArgs;
 use crate::connect::{self, ConnectError, RpcError};
@@ -87,15 +87,14 @@ async fn from_agent(a: &TreeArgs) -> Result<Lineage, TreeError> {
     Lineage::from_response(answer).ok_or(TreeError::EmptyAnswer)
 }
 
-/// Reads every EVENT entry (schema 1) of the log; other entries and payloads are skipped.
+/// Reads every EVENT entry of the log (schema 2, or schema 1 from older agents); other
+/// entries and payloads that do not decode are skipped.
 fn from_log(dir: &Path, exec_id: &str, events: usize) -> Result<Lineage, TreeError> {
     let mut images = Images::new(events);
     logread::for_each_entry(dir, 0, u64::MAX, |_, _, bytes| -> Result<(), TreeError> {
         if let Ok(Entry::Event(ev)) = Entry::parse(bytes) {
-            if ev.schema == 1 {
-                if let Ok(json) = std::str::from_utf8(ev.payload) {
-                    images.feed(json);
-                }
+            if let Ok(event) = payload::decode(ev.schema, ev.payload) {
+                images.feed(event);
             }
         }
         Ok(())

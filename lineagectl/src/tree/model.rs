@@ -8,7 +8,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
-use lineage_proto::v1::{LineageNode, LineageResponse};
+use lineage_proto::v1::{event::Kind, LineageNode, LineageResponse};
 use serde::Serialize;
 
 use crate::event::{basename, parse_exec_id, Event};
@@ -65,9 +65,9 @@ pub struct Node {
     pub argv: Vec<String>,
     pub state: State,
     pub origin: Origin,
-    /// The newest events of this image, oldest first, as JSON text.
+    /// The newest events of this image, oldest first.
     #[serde(skip)]
-    pub events: VecDeque<String>,
+    pub events: VecDeque<Event>,
 }
 
 impl Node {
@@ -93,20 +93,18 @@ impl Node {
         parse_exec_id(&self.exec_id).map_or(0, |p| p.start_ns)
     }
 
-    fn set_image(&mut self, ev: &Event) {
+    fn set_image(&mut self, ev: &Event, binary: &str, argv: &[String]) {
         self.tgid = ev.tgid;
-        if let Some(c) = ev.comm.as_deref().filter(|c| !c.is_empty()) {
-            self.comm = c.into();
+        if !ev.comm.is_empty() {
+            self.comm = ev.comm.clone();
         }
-        if let Some(b) = ev.binary.as_deref() {
-            self.binary = b.into();
-            if self.comm.is_empty() {
-                self.comm = basename(b).into();
-            }
+        self.binary = binary.into();
+        if self.comm.is_empty() {
+            self.comm = basename(binary).into();
         }
-        self.argv = ev.argv.clone();
-        if ev.parent_exec_id.is_some() {
-            self.parent_exec_id = ev.parent_exec_id.clone();
+        self.argv = argv.to_vec();
+        if !ev.parent_exec_id.is_empty() {
+            self.parent_exec_id = Some(ev.parent_exec_id.clone());
         }
     }
 }
@@ -185,21 +183,24 @@ fn from_proto(n: LineageNode) -> Node {
             State::Exited
         },
         origin: Origin::Unknown,
-        events: n.events_json.into(),
+        events: n
+            .events_json
+            .iter()
+            .filter_map(|j| crate::event::parse(j).ok())
+            .collect(),
     };
     // The image's own exec or snapshot event says how it started and what it replaced.
-    for json in &node.events {
-        let Ok(ev) = Event::parse(json) else { continue };
-        if ev.exec_id.as_deref() != Some(node.exec_id.as_str()) {
+    for ev in &node.events {
+        if ev.exec_id != node.exec_id {
             continue;
         }
-        match ev.kind.as_str() {
-            "exec" => {
+        match &ev.kind {
+            Some(Kind::Exec(x)) => {
                 node.origin = Origin::Exec;
-                node.previous_exec_id = ev.previous_exec_id;
+                node.previous_exec_id = Some(x.previous_exec_id.clone()).filter(|p| !p.is_empty());
                 break;
             }
-            "snapshot" => {
+            Some(Kind::Snapshot(_)) => {
                 node.origin = Origin::Snapshot;
                 break;
             }
@@ -234,56 +235,54 @@ impl Images {
             .or_insert_with(|| Node::stub(exec_id, tgid))
     }
 
-    /// Takes one schema 1 event (chain order). Objects that are not events are ignored.
-    pub fn feed(&mut self, json: &str) {
-        let Ok(ev) = Event::parse(json) else { return };
-        let Some(id) = ev.exec_id.clone() else { return };
-        match ev.kind.as_str() {
-            "exec" => {
+    /// Takes one event (chain order). Events without an exec id (loss) are ignored.
+    pub fn feed(&mut self, ev: Event) {
+        if ev.exec_id.is_empty() {
+            return;
+        }
+        let id = ev.exec_id.clone();
+        match &ev.kind {
+            Some(Kind::Exec(x)) => {
                 let n = self.entry(&id, Some(ev.tgid));
-                n.set_image(&ev);
+                n.set_image(&ev, &x.binary, &x.argv);
                 n.origin = Origin::Exec;
-                n.previous_exec_id = ev.previous_exec_id.clone();
-                if let Some(prev) = ev.previous_exec_id.as_deref() {
-                    if let Some(p) = self.nodes.get_mut(prev) {
-                        p.state = State::Replaced;
-                    }
+                n.previous_exec_id = Some(x.previous_exec_id.clone()).filter(|p| !p.is_empty());
+                if let Some(p) = self.nodes.get_mut(&x.previous_exec_id) {
+                    p.state = State::Replaced;
                 }
             }
-            "snapshot" => {
+            Some(Kind::Snapshot(x)) => {
                 let n = self.entry(&id, Some(ev.tgid));
-                n.set_image(&ev);
+                n.set_image(&ev, &x.binary, &x.argv);
                 n.origin = Origin::Snapshot;
             }
-            "fork" if !ev.thread => {
-                if let Some(child) = ev.child_exec_id.as_deref() {
-                    // The child runs its parent's program until it execs.
-                    let parent = self.entry(&id, Some(ev.tgid)).clone();
-                    let c = self.entry(child, ev.child_tgid);
-                    if c.origin == Origin::Unknown {
-                        c.origin = Origin::Fork;
-                        c.parent_exec_id = Some(id.clone());
-                        c.comm = parent.comm;
-                        c.binary = parent.binary;
-                        c.argv = parent.argv;
-                    }
+            Some(Kind::Fork(f)) if !f.thread && !f.child_exec_id.is_empty() => {
+                // The child runs its parent's program until it execs.
+                let parent = self.entry(&id, Some(ev.tgid)).clone();
+                let c = self.entry(&f.child_exec_id, Some(f.child_tgid));
+                if c.origin == Origin::Unknown {
+                    c.origin = Origin::Fork;
+                    c.parent_exec_id = Some(id.clone());
+                    c.comm = parent.comm;
+                    c.binary = parent.binary;
+                    c.argv = parent.argv;
                 }
             }
-            "exit" if ev.process => {
+            Some(Kind::Exit(x)) if x.process => {
                 self.entry(&id, Some(ev.tgid)).state = State::Exited;
             }
             _ => {}
         }
         let keep = self.keep;
         let n = self.entry(&id, Some(ev.tgid));
-        if n.parent_exec_id.is_none() {
-            n.parent_exec_id = ev.parent_exec_id.clone();
+        if n.parent_exec_id.is_none() && !ev.parent_exec_id.is_empty() {
+            n.parent_exec_id = Some(ev.parent_exec_id.clone());
         }
         if keep > 0 {
             if n.events.len() == keep {
                 n.events.pop_front();
             }
-            n.events.push_back(json.to_owned());
+            n.events.push_back(ev);
         }
     }
 
@@ -340,7 +339,7 @@ pub(super) mod tests {
 
     /// The events of `sh -c 'sh -c "/bin/echo x"'` started by a shell b-10-1, as the agent
     /// records them: each sh forks a child that execs.
-    pub fn known_chain() -> Vec<String> {
+    pub fn known_chain() -> Vec<Event> {
         [
             r#"{"kind":"snapshot","time_ns":1,"tgid":10,"exec_id":"b-10-1","comm":"bash","binary":"/bin/bash","argv":["bash"]}"#,
             r#"{"kind":"fork","time_ns":2,"tgid":10,"exec_id":"b-10-1","child_tgid":20,"child_exec_id":"b-20-2"}"#,
@@ -353,15 +352,22 @@ pub(super) mod tests {
             r#"{"kind":"exit","time_ns":9,"tgid":30,"exec_id":"b-30-5","parent_exec_id":"b-20-3","code":0,"process":true}"#,
             r#"{"kind":"exit","time_ns":10,"tgid":20,"exec_id":"b-20-3","parent_exec_id":"b-10-1","code":0,"process":true}"#,
         ]
-        .map(String::from)
-        .to_vec()
+        .iter()
+        .map(|j| schema1(j))
+        .collect()
+    }
+
+    /// Fixtures are schema 1 JSON (what older agents wrote): they read as the same message.
+    pub fn schema1(json: &str) -> Event {
+        lineage_proto::payload::decode(lineage_proto::payload::SCHEMA_JSON, json.as_bytes())
+            .unwrap_or_else(|e| panic!("{json}: {e}"))
     }
 
     #[test]
     fn images_are_rebuilt_from_events() {
         let mut images = Images::new(8);
         for e in known_chain() {
-            images.feed(&e);
+            images.feed(e);
         }
         let l = images.lineage("b-30-5").unwrap();
         assert_eq!(l.node.comm, "sh");
@@ -388,9 +394,9 @@ pub(super) mod tests {
     #[test]
     fn an_unseen_parent_is_a_stub() {
         let mut images = Images::new(0);
-        images.feed(
+        images.feed(schema1(
             r#"{"kind":"exit","tgid":5,"exec_id":"b-5-5","parent_exec_id":"b-4-4","process":true}"#,
-        );
+        ));
         let l = images.lineage("b-5-5").unwrap();
         assert_eq!(l.ancestors.len(), 1);
         assert_eq!(l.ancestors[0].tgid, 4);

@@ -37,16 +37,12 @@ impl Times {
     }
 
     fn format(&self, ev: &Event) -> String {
-        let boot = ev
-            .exec_id
-            .as_deref()
-            .and_then(parse_exec_id)
-            .map(|p| p.boot);
+        let boot = parse_exec_id(&ev.exec_id).map(|p| p.boot);
         let clock = match (boot, self.local_tag.as_deref()) {
             (Some(b), Some(l)) if b == l => Clock::Local,
             _ => Clock::Estimated(None),
         };
-        clock.format(ev.time_ns)
+        event::time_of(ev, &clock)
     }
 }
 
@@ -143,16 +139,13 @@ impl<'a> Printer<'a> {
         ));
         let bar = if kids.is_empty() { "   " } else { "│  " };
         let skip = n.events.len().saturating_sub(self.events);
-        for json in n.events.iter().skip(skip) {
-            let text = match Event::parse(json) {
-                Ok(ev) => format!(
-                    "{} {} {}",
-                    self.style.paint(Paint::Dim, &self.times.format(&ev)),
-                    event::kind_word(&ev, self.style),
-                    event::details(&ev)
-                ),
-                Err(_) => json.clone(),
-            };
+        for ev in n.events.iter().skip(skip) {
+            let text = format!(
+                "{} {} {}",
+                self.style.paint(Paint::Dim, &self.times.format(ev)),
+                event::kind_word(ev, self.style),
+                event::details(ev)
+            );
             self.out
                 .push(format!("{child_prefix}{bar} {}", text.trim_end()));
         }
@@ -207,7 +200,10 @@ fn node_json(n: &Node, events: usize) -> Value {
         .events
         .iter()
         .skip(skip)
-        .map(|e| serde_json::from_str(e).unwrap_or_else(|_| Value::String(e.clone())))
+        .map(|e| {
+            serde_json::to_value(e)
+                .unwrap_or_else(|e| json!({ "unprintable_event": e.to_string() }))
+        })
         .collect();
     v
 }
@@ -248,7 +244,7 @@ mod tests {
     fn lineage(id: &str) -> Lineage {
         let mut images = Images::new(8);
         for e in known_chain() {
-            images.feed(&e);
+            images.feed(e);
         }
         images.lineage(id).unwrap()
     }
