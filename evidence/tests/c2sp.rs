@@ -69,13 +69,21 @@ fn the_independent_c2sp_checker_accepts_ours_and_refuses_tampering() {
     let d = tempfile::tempdir().unwrap();
     let host = HostId([0xab; 16]);
     let key = SecretKey::from_seed([1; 32]);
-    let witness = SecretKey::from_seed([7; 32]);
-    let vkey = VerifierKey {
-        name: "collector.example/w1".into(),
-        sig_type: SIG_COSIGNATURE_V1,
-        key: witness.public(),
-    }
-    .to_string();
+    // A witness key whose verifier key holds a '+' in its base64 part, the case a naive
+    // split on '+' gets wrong.
+    let (witness, vkey) = (7u8..)
+        .map(|seed| {
+            let k = SecretKey::from_seed([seed; 32]);
+            let v = VerifierKey {
+                name: "collector.example/w1".into(),
+                sig_type: SIG_COSIGNATURE_V1,
+                key: k.public(),
+            }
+            .to_string();
+            (k, v)
+        })
+        .find(|(_, v)| v.matches('+').count() > 2)
+        .unwrap();
     let log_key = hex::encode(key.public().as_bytes());
     let store = SegmentStore::create(d.path()).unwrap();
     let mut cw = CheckpointWriter::open(d.path(), host, &store).unwrap();

@@ -147,7 +147,8 @@ def ed25519_ok(public_key, sig, msg):
 
 
 def parse_vkey(vkey):
-    name, kid, b64 = vkey.strip().split("+")
+    # Names and key IDs hold no "+"; the base64 key may.
+    name, kid, b64 = vkey.strip().split("+", 2)
     raw = base64.b64decode(b64, validate=True)
     sig_type, key = raw[0], raw[1:]
     if len(key) != 32 or key_id(name, sig_type, key).hex() != kid:

@@ -6,8 +6,9 @@
 //! look like one that passed.
 
 use std::{
+    fs,
     io::{BufRead, BufReader},
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::{Arc, Mutex},
     thread::JoinHandle,
@@ -387,4 +388,129 @@ pub fn probe_count() -> usize {
         .expect("lineage-agent probes");
     assert!(out.status.success(), "lineage-agent probes failed");
     String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
+/// The collector binary under test (`LINEAGE_COLLECTOR`, else the release build).
+pub fn collector_binary() -> PathBuf {
+    let path = std::env::var_os("LINEAGE_COLLECTOR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/lineage-collector")
+        });
+    assert!(
+        path.exists(),
+        "collector binary {} not found: build it with `cargo build --release -p lineage-collector` \
+         or run the tests with `cargo xtask test`",
+        path.display()
+    );
+    path
+}
+
+/// A running `lineage-collector run`, its log in a file.
+pub struct Collector {
+    child: Child,
+    log: PathBuf,
+    status: PathBuf,
+}
+
+impl Collector {
+    /// Writes `config` to `dir/collector.toml` and starts `lineage-collector run` on it.
+    pub fn start(dir: &Path, config: &str) -> Collector {
+        let cfg = dir.join("collector.toml");
+        fs::write(&cfg, config).unwrap();
+        let runs = fs::read_dir(dir).unwrap().count();
+        let log = dir.join(format!("collector-{runs}.log"));
+        let child = Command::new(collector_binary())
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .env("LINEAGE_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("spawning lineage-collector");
+        Collector {
+            child,
+            log,
+            status: dir.join("status.json"),
+        }
+    }
+
+    /// Everything it logged so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The first agent's entry in the status file (null until written).
+    pub fn agent_status(&self) -> Value {
+        read_status(&self.status)
+    }
+
+    /// Polls `ok` until it holds; panics with the status and log after `timeout`.
+    pub fn wait_for(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        mut ok: impl FnMut(&Collector) -> bool,
+    ) {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if ok(self) {
+                return;
+            }
+            if let Ok(Some(st)) = self.child.try_wait() {
+                panic!(
+                    "collector exited ({st}) while waiting for {what}; log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "collector: no {what} within {timeout:?}; status {:#}; log:\n{}",
+            self.agent_status(),
+            self.log()
+        );
+    }
+
+    /// SIGTERM; panics unless it exits cleanly. Returns the log and the final status.
+    pub fn stop(mut self) -> (String, Value) {
+        // SAFETY: signalling our own child.
+        let rc = unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        assert_eq!(rc, 0);
+        let st = self.child.wait().unwrap();
+        let log = self.log();
+        assert!(st.success(), "collector exited with {st}; log:\n{log}");
+        (log, read_status(&self.status))
+    }
+}
+
+/// The first agent's entry in a status file (null until written).
+pub fn read_status(path: &Path) -> Value {
+    fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .map(|v| v["agents"][0].clone())
+        .unwrap_or(Value::Null)
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Collector {
+    /// The whole status file (null until written).
+    pub fn status(&self) -> Value {
+        fs::read(&self.status)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            .unwrap_or(Value::Null)
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
