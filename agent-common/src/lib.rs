@@ -10,6 +10,9 @@
 pub mod record;
 pub use record::*;
 
+pub mod enforce;
+pub use enforce::*;
+
 /// Runtime knobs the agent writes into the eBPF object's globals before loading it.
 pub mod config;
 pub use config::*;

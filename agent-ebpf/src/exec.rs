@@ -241,6 +241,8 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
 
     let hdr = header(RecordKind::Exec, size_of::<ExecRecord>(), pid, tgid);
     let Some(mut entry) = reserve::<ExecRecord>(RecordKind::Exec) else {
+        // Fail closed: an exec that cannot be recorded does not run (in enforce mode).
+        crate::enforce::exec_unrecorded(ctx);
         return Ok(());
     };
     let task = Task::current();

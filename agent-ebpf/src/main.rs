@@ -8,6 +8,7 @@
 
 mod compat;
 mod emit;
+mod enforce;
 mod exec;
 mod exit;
 mod file;

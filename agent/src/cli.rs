@@ -48,6 +48,9 @@ pub struct RunArgs {
     /// gRPC Unix socket path; "" disables it (overrides grpc.socket).
     #[arg(long)]
     pub grpc_socket: Option<String>,
+    /// Enforcement mode (overrides enforcement.mode).
+    #[arg(long, value_enum)]
+    pub mode: Option<crate::enforce::Mode>,
     /// Stop by itself after this many seconds (for demos and tests).
     #[arg(long)]
     pub duration_secs: Option<u64>,

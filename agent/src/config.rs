@@ -93,6 +93,31 @@ except_comms = []
 # Every suppressed event is counted per rule and recorded on the chain (FILTER entries); the
 # policy itself is recorded at start and whenever SIGHUP reloads it.
 
+[enforcement]
+# "observe": record only. "enforce": deny what cannot be recorded (heartbeat older than the
+# deadline, capture record not reservable) and what a deny rule names: execs are killed before
+# the new image runs, connects refused with EPERM. "dry-run": record what enforce would deny,
+# deny nothing. Every decision is an ENFORCEMENT entry (docs/ENFORCEMENT.md).
+mode = "observe"
+# The agent refreshes a kernel heartbeat only while draining, appending and sealing succeed;
+# older than this, execs and connects are denied (except the allowlist).
+heartbeat_deadline_ms = 2000
+# The cgroup v2 mount the connect programs attach to.
+cgroup_root = "/sys/fs/cgroup/unified"
+# Only tasks under these cgroup v2 directories are subject; [] means every task. The agent
+# itself and PID 1 never are.
+scope_cgroups = []
+# Never denied for liveness or unrecorded actions (deny rules still apply): so an operator
+# can always get in. Images by the filename the kernel executed (prefix), uids, cgroup dirs.
+allow_uids = []
+allow_cgroups = []
+allow_paths = []
+# Deny rules, each with a unique non-zero id:
+# [[enforcement.deny_exec]]  id = 100, path_prefix = "/tmp/", uid = 1001, cgroup = "/sys/fs/cgroup/unified/x"
+# [[enforcement.deny_connect]]  id = 200, cidr = "10.0.0.0/8", port = 22  (port 0: any)
+deny_exec = []
+deny_connect = []
+
 [metrics]
 # Prometheus text endpoint. Plain HTTP, so loopback addresses only; "" disables it.
 listen = "127.0.0.1:9464"
@@ -109,6 +134,7 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub grpc: GrpcConfig,
     pub filter: crate::kernel::filter::FilterSettings,
+    pub enforcement: crate::enforce::EnforcementSettings,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -7,6 +7,7 @@
 pub mod capture;
 pub mod cli;
 pub mod config;
+pub mod enforce;
 pub mod kernel;
 pub mod record;
 pub mod runtime;

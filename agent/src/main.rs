@@ -31,6 +31,9 @@ fn effective_config(args: &RunArgs) -> Result<Config, config::ConfigError> {
     if let Some(listen) = &args.metrics_listen {
         config.metrics.listen = listen.clone();
     }
+    if let Some(mode) = args.mode {
+        config.enforcement.mode = mode;
+    }
     config.validate()?;
     Ok(config)
 }

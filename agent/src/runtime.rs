@@ -28,6 +28,7 @@ use crate::{
     capture::pipeline::Pipeline,
     capture::snapshot,
     config::{Config, Fsync},
+    enforce::{self, Mode},
     kernel::btf::Btf,
     kernel::filter::{self, FilterLedger},
     kernel::probes::{self, LoadParams, ProbeStatus},
@@ -314,6 +315,145 @@ fn reload_filter(
     );
 }
 
+/// Enforcement state: the mode and policy in force, the decisions ring, and the counters last
+/// declared on the chain.
+struct Enforcer {
+    mode: Mode,
+    deadline_ms: u64,
+    decisions: Option<RingBuf<MapData>>,
+    declared: [u64; lineage_common::ENFORCE_SLOTS as usize],
+}
+
+impl Enforcer {
+    /// Applies the policy, attaches the programs unless observing, and records mode and policy.
+    fn start(
+        ebpf: &mut aya::Ebpf,
+        settings: &enforce::EnforcementSettings,
+        out: &mut Outputs,
+    ) -> anyhow::Result<Enforcer> {
+        let compiled = settings.compile()?;
+        // Healthy as of now: the deadline starts counting when the pipeline runs.
+        enforce::kernel::beat(ebpf, boot_time_ns())?;
+        let decisions = if compiled.mode == Mode::Observe {
+            None
+        } else {
+            let ring = enforce::kernel::take_decisions(ebpf)?;
+            enforce::kernel::attach(ebpf, &settings.cgroup_root)?;
+            Some(ring)
+        };
+        enforce::kernel::apply(ebpf, &compiled)?;
+        let now = boot_time_ns();
+        out.recorder.append_enforcement(
+            &enforce::mode_entry(compiled.mode, None, settings.heartbeat_deadline_ms),
+            now,
+        );
+        out.recorder
+            .append_enforcement(&enforce::policy_entry(&compiled), now);
+        tracing::info!(
+            mode = compiled.mode.name(),
+            deadline_ms = settings.heartbeat_deadline_ms,
+            "enforcement"
+        );
+        Ok(Enforcer {
+            mode: compiled.mode,
+            deadline_ms: settings.heartbeat_deadline_ms,
+            decisions,
+            declared: enforce::kernel::counters(ebpf).unwrap_or_default(),
+        })
+    }
+
+    /// SIGHUP: a new policy and possibly a new mode (observe cannot be left or entered without
+    /// a restart, since the programs are attached at start).
+    fn reload(&mut self, ebpf: &mut aya::Ebpf, config: &Config, out: &mut Outputs) {
+        let compiled = match config.enforcement.compile() {
+            Ok(c) => c,
+            Err(e) => return tracing::error!(error = %e, "SIGHUP: enforcement not changed"),
+        };
+        if (compiled.mode == Mode::Observe) != (self.mode == Mode::Observe) {
+            return tracing::error!(
+                "SIGHUP: switching to or from observe needs a restart; enforcement not changed"
+            );
+        }
+        if let Err(e) = enforce::kernel::apply(ebpf, &compiled) {
+            return tracing::error!(error = %e, "SIGHUP: applying the enforcement policy failed");
+        }
+        let now = boot_time_ns();
+        if compiled.mode != self.mode
+            || config.enforcement.heartbeat_deadline_ms != self.deadline_ms
+        {
+            out.recorder.append_enforcement(
+                &enforce::mode_entry(
+                    compiled.mode,
+                    Some(self.mode),
+                    config.enforcement.heartbeat_deadline_ms,
+                ),
+                now,
+            );
+        }
+        out.recorder
+            .append_enforcement(&enforce::policy_entry(&compiled), now);
+        self.mode = compiled.mode;
+        self.deadline_ms = config.enforcement.heartbeat_deadline_ms;
+        tracing::info!(
+            mode = self.mode.name(),
+            "SIGHUP: enforcement reloaded and recorded"
+        );
+    }
+
+    /// Refreshes the heartbeat, but only while the recorder can take entries.
+    fn beat(&self, ebpf: &mut aya::Ebpf, out: &Outputs) {
+        if out.recorder.degraded() {
+            return;
+        }
+        if let Err(e) = enforce::kernel::beat(ebpf, boot_time_ns()) {
+            tracing::warn!(error = %e, "heartbeat not refreshed");
+        }
+    }
+
+    /// One DECISION entry per kernel decision record.
+    fn drain(&mut self, out: &mut Outputs, pipeline: &Pipeline) {
+        let Some(ring) = self.decisions.as_mut() else {
+            return;
+        };
+        let now = boot_time_ns();
+        enforce::kernel::drain(ring, |rec| {
+            let mut json = enforce::kernel::decision_json(&rec);
+            if let Some(img) = pipeline.table().image_of_tgid(rec.tgid) {
+                json["exec_id"] = img.exec_id.to_string().into();
+                json["ancestors"] = pipeline
+                    .table()
+                    .ancestors(&img.exec_id)
+                    .iter()
+                    .map(|a| a.to_string())
+                    .collect::<Vec<_>>()
+                    .into();
+            }
+            let entry = lineage_evidence::entry::Enforcement {
+                form: lineage_evidence::entry::EnforcementForm::Decision,
+                json: json.to_string(),
+            };
+            out.recorder.append_enforcement(&entry, now);
+        });
+    }
+
+    /// A SUMMARY entry whenever the kernel counters moved since the last one.
+    fn declare(&mut self, ebpf: &aya::Ebpf, out: &mut Outputs) {
+        if self.mode == Mode::Observe {
+            return;
+        }
+        let Ok(counts) = enforce::kernel::counters(ebpf) else {
+            return;
+        };
+        if counts != self.declared {
+            out.recorder.append_enforcement(
+                &enforce::kernel::summary_entry(&counts, self.mode),
+                boot_time_ns(),
+            );
+            self.declared = counts;
+        }
+    }
+}
+
 pub async fn run(
     config: Config,
     config_path: Option<std::path::PathBuf>,
@@ -418,6 +558,7 @@ pub async fn run(
     out.recorder.append_start(&start, boot_time_ns())?;
     out.recorder
         .append_filter(ledger.policy_entry(), boot_time_ns());
+    let mut enforcer = Enforcer::start(&mut ebpf, &config.enforcement, &mut out)?;
     let shared = Arc::new(Shared {
         info: StaticInfo {
             host_id: host.0,
@@ -480,15 +621,23 @@ pub async fn run(
             }
             _ = poll.tick() => {
                 out.drain(ring.get_mut(), &mut pipeline);
+                enforcer.drain(&mut out, &pipeline);
             }
             _ = reconcile.tick() => {
                 out.reconcile(&ebpf, &mut pipeline)?;
+                enforcer.declare(&ebpf, &mut out);
                 page.set(report::metrics_page(&pipeline, &out.recorder, &statuses, probes::ring_fill(&ebpf).unwrap_or(0)));
             }
             Some(query) = lineage_rx.recv() => answer_lineage(query, &pipeline),
-            _ = sighup.recv() => reload_filter(config_path.as_deref(), &mut ebpf, &mut out, &mut ledger),
+            _ = sighup.recv() => {
+                reload_filter(config_path.as_deref(), &mut ebpf, &mut out, &mut ledger);
+                if let Some(c) = config_path.as_deref().and_then(|p| Config::load(p).ok()) {
+                    enforcer.reload(&mut ebpf, &c, &mut out);
+                }
+            }
             _ = tick.tick() => {
                 out.tick(&ebpf, &mut ledger);
+                enforcer.beat(&mut ebpf, &out);
             }
         }
     };
@@ -502,6 +651,8 @@ pub async fn run(
     }
     pipeline.close(&probes::next_sequences(&ebpf)?, Instant::now());
     out.reconcile(&ebpf, &mut pipeline)?;
+    enforcer.drain(&mut out, &pipeline);
+    enforcer.declare(&ebpf, &mut out);
     if let Some(entry) = ledger.counts_entry(&filter::read_counts(&ebpf)?) {
         out.recorder.append_filter(&entry, boot_time_ns());
     }

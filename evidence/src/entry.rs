@@ -46,6 +46,8 @@ pub enum EntryKind {
     Retention = 8,
     /// Entries the agent itself could not record (storage unavailable, a full queue).
     Dropped = 9,
+    /// An enforcement mode, policy, decision or summary (docs/ENFORCEMENT.md).
+    Enforcement = 12,
 }
 
 /// The kind version every encoder in this crate writes.
@@ -76,6 +78,7 @@ impl TryFrom<u16> for EntryKind {
             7 => EntryKind::Filter,
             8 => EntryKind::Retention,
             9 => EntryKind::Dropped,
+            12 => EntryKind::Enforcement,
             other => return Err(UnknownKind(other)),
         })
     }
@@ -127,6 +130,8 @@ pub enum Entry<'a> {
     Retention(Retention),
     /// See [`Dropped`].
     Dropped(Dropped),
+    /// See [`Enforcement`].
+    Enforcement(Enforcement),
     /// A kind or kind version this crate does not know; kept opaque.
     Unknown {
         /// Raw kind number.
@@ -173,6 +178,7 @@ impl<'a> Entry<'a> {
             EntryKind::Filter => Entry::Filter(Filter::parse_body(body)?),
             EntryKind::Retention => Entry::Retention(Retention::parse_body(body)?),
             EntryKind::Dropped => Entry::Dropped(Dropped::parse_body(body)?),
+            EntryKind::Enforcement => Entry::Enforcement(Enforcement::parse_body(body)?),
         })
     }
 
@@ -188,6 +194,7 @@ impl<'a> Entry<'a> {
             Entry::Filter(_) => EntryKind::Filter,
             Entry::Retention(_) => EntryKind::Retention,
             Entry::Dropped(_) => EntryKind::Dropped,
+            Entry::Enforcement(_) => EntryKind::Enforcement,
             Entry::Unknown { .. } => return None,
         })
     }
@@ -1249,6 +1256,7 @@ mod tests {
                 Entry::Retention(x) => x.encode_into(&mut again),
                 Entry::Dropped(x) => x.encode_into(&mut again),
                 Entry::Filter(x) => x.encode_into(&mut again),
+                Entry::Enforcement(x) => x.encode_into(&mut again),
                 Entry::Unknown { .. } => panic!("encoders only produce known kinds"),
             }
             prop_assert_eq!(again, bytes);
@@ -1438,5 +1446,100 @@ mod filter_tests {
         for cut in 4..bytes.len() {
             assert!(Entry::parse(&bytes[..cut]).is_err());
         }
+    }
+}
+
+/// ENFORCEMENT body: `form (u16) || 2 zero bytes || len (u32) || len bytes of UTF-8 JSON`, one
+/// object whose members depend on the form (docs/FORMAT.md, docs/ENFORCEMENT.md):
+/// 1 MODE (the mode in force from here on), 2 POLICY (allowlist and deny rules, with
+/// `policy_digest` = BLAKE3 of `text`), 3 DECISION (one denial or dry-run "would deny"),
+/// 4 SUMMARY (kernel decision counters by reason, including decisions whose own record was lost).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Enforcement {
+    pub form: EnforcementForm,
+    /// The form's JSON object, as recorded.
+    pub json: String,
+}
+
+/// The ENFORCEMENT forms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EnforcementForm {
+    Mode = 1,
+    Policy = 2,
+    Decision = 3,
+    Summary = 4,
+}
+
+/// Longest JSON object in an ENFORCEMENT entry.
+pub const MAX_ENFORCEMENT_JSON: usize = 64 * 1024;
+
+impl Enforcement {
+    /// Appends the entry bytes to `out`.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        put_header(out, EntryKind::Enforcement);
+        out.extend_from_slice(&(self.form as u16).to_le_bytes());
+        out.extend_from_slice(&[0; 2]);
+        out.extend_from_slice(&(self.json.len() as u32).to_le_bytes());
+        out.extend_from_slice(self.json.as_bytes());
+    }
+
+    /// The entry bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::new();
+        self.encode_into(&mut v);
+        v
+    }
+
+    fn parse_body(body: &[u8]) -> Result<Self, EntryError> {
+        let k = EntryKind::Enforcement;
+        let mut r = Reader::new(body);
+        let short = || malformed(k, "short");
+        let form = match r.u16().ok_or_else(short)? {
+            1 => EnforcementForm::Mode,
+            2 => EnforcementForm::Policy,
+            3 => EnforcementForm::Decision,
+            4 => EnforcementForm::Summary,
+            _ => return Err(malformed(k, "unknown form")),
+        };
+        if r.u16().ok_or_else(short)? != 0 {
+            return Err(malformed(k, "reserved bytes not zero"));
+        }
+        let n = r.u32().ok_or_else(short)? as usize;
+        if n > MAX_ENFORCEMENT_JSON {
+            return Err(malformed(k, "JSON too long"));
+        }
+        let json = std::str::from_utf8(r.bytes(n).ok_or_else(short)?)
+            .map_err(|_| malformed(k, "JSON is not UTF-8"))?;
+        finish(k, &r)?;
+        Ok(Enforcement {
+            form,
+            json: json.to_owned(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod enforcement_tests {
+    use super::*;
+
+    #[test]
+    fn enforcement_entries_round_trip_and_reject_garbage() {
+        let e = Enforcement {
+            form: EnforcementForm::Decision,
+            json: r#"{"action":"deny","rule_id":100}"#.into(),
+        };
+        let bytes = e.encode();
+        assert_eq!(EntryKind::Enforcement.code(), 12);
+        assert_eq!(Entry::parse(&bytes).unwrap(), Entry::Enforcement(e));
+        for cut in 4..bytes.len() {
+            assert!(Entry::parse(&bytes[..cut]).is_err());
+        }
+        let mut bad_form = bytes.clone();
+        bad_form[4] = 9;
+        assert!(Entry::parse(&bad_form).is_err());
+        let mut trailing = bytes.clone();
+        trailing.push(0);
+        assert!(Entry::parse(&trailing).is_err());
     }
 }

@@ -526,6 +526,7 @@ impl Verifier {
                     losses.push((index, l));
                 }
                 Ok(Entry::Filter(_)) => bump(&mut kinds, "FILTER"),
+                Ok(Entry::Enforcement(_)) => bump(&mut kinds, "ENFORCEMENT"),
                 Ok(Entry::Dropped(d)) => {
                     bump(&mut kinds, "DROPPED");
                     drops.push((index, d));
@@ -1284,6 +1285,7 @@ impl EntryKind {
             EntryKind::Filter => "FILTER",
             EntryKind::Retention => "RETENTION",
             EntryKind::Dropped => "DROPPED",
+            EntryKind::Enforcement => "ENFORCEMENT",
         }
     }
 }

@@ -16,7 +16,7 @@ use crate::exit;
 use crate::logread::{self, raw_kind};
 
 /// Every kind this version knows, for `--kind`.
-const KINDS: [EntryKind; 8] = [
+const KINDS: [EntryKind; 9] = [
     EntryKind::Event,
     EntryKind::Loss,
     EntryKind::AgentStart,
@@ -25,6 +25,7 @@ const KINDS: [EntryKind; 8] = [
     EntryKind::KeyRotation,
     EntryKind::Retention,
     EntryKind::Dropped,
+    EntryKind::Enforcement,
 ];
 
 /// Parses a `--kind` value: a kind name (any case, `-` or `_`) or a kind number.
@@ -256,6 +257,7 @@ fn print_entry(out: &mut Out, index: u64, seg: u64, e: &[u8]) -> Result<()> {
         Entry::Retention(x) => out.line(index, seg, name, x),
         Entry::Filter(x) => out.line(index, seg, name, x),
         Entry::Dropped(x) => out.line(index, seg, name, x),
+        Entry::Enforcement(x) => out.line(index, seg, name, x),
         Entry::KeyRotation(r) => out.line(
             index,
             seg,

@@ -158,6 +158,11 @@ impl ProcessTable {
         self.images.get(exec_id)
     }
 
+    /// The image the running process `tgid` executes now.
+    pub fn image_of_tgid(&self, tgid: u32) -> Option<&Image> {
+        self.images.get(&self.running.get(&tgid)?.image)
+    }
+
     /// The image `tgid` runs, if it is the process that started at `start_ns`.
     fn find(&mut self, tgid: u32, start_ns: u64) -> Option<&mut Process> {
         let p = self.running.get_mut(&tgid)?;

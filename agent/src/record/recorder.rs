@@ -374,6 +374,16 @@ impl Recorder {
         self.append_scratch(now_ns);
     }
 
+    pub fn append_enforcement(
+        &mut self,
+        entry: &lineage_evidence::entry::Enforcement,
+        now_ns: u64,
+    ) {
+        self.scratch.clear();
+        entry.encode_into(&mut self.scratch);
+        self.append_scratch(now_ns);
+    }
+
     /// Whether the entry cap or byte cap is reached (the caller seals between batches).
     pub fn full(&self) -> bool {
         self.writer.pending_entries() >= self.policy.max_entries
