@@ -5,6 +5,7 @@
 //! all call this code rather than copies of it.
 
 pub mod capture;
+pub mod cause;
 pub mod cli;
 pub mod config;
 pub mod enforce;

@@ -7,7 +7,7 @@ use clap::Parser;
 use lineage_agent::{
     cli::{Cli, Command, ConfigCommand, RunArgs},
     config::{self, Config, DEFAULT_TOML},
-    kernel::probes,
+    kernel::{filter, probes},
     runtime,
 };
 
@@ -36,6 +36,20 @@ fn effective_config(args: &RunArgs) -> Result<Config, config::ConfigError> {
     }
     config.validate()?;
     Ok(config)
+}
+
+/// sysexits.h: a configuration error. The systemd unit does not restart on it
+/// (`RestartPreventExitStatus=78`): retrying cannot fix a bad config file.
+const EX_CONFIG: u8 = 78;
+
+fn is_config_error(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.is::<config::ConfigError>()
+            || matches!(
+                c.downcast_ref::<filter::FilterError>(),
+                Some(filter::FilterError::Invalid { .. })
+            )
+    })
 }
 
 /// The error and its causes, skipping a cause whose text the message already includes.
@@ -101,7 +115,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("lineage-agent: error: {}", error_chain(&e));
-            ExitCode::FAILURE
+            if is_config_error(&e) {
+                ExitCode::from(EX_CONFIG)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

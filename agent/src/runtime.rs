@@ -222,9 +222,10 @@ fn answer_lineage(query: LineageQuery, pipeline: &Pipeline) {
     let _ = query.reply.send(answer);
 }
 
-/// Tells systemd (`Type=notify`) that the probes are attached and the API is up. Without
-/// `NOTIFY_SOCKET` this does nothing.
-fn notify_ready() {
+/// Tells systemd (`Type=notify`) about the agent's state: `READY=1` once the probes are
+/// attached and the API is up, `STOPPING=1` when it starts draining. Without `NOTIFY_SOCKET`
+/// this does nothing.
+fn sd_notify(state: &str) {
     let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
         return;
     };
@@ -237,12 +238,12 @@ fn notify_ready() {
     let sent = if let Some(name) = bytes.strip_prefix(b"@") {
         use std::os::linux::net::SocketAddrExt;
         std::os::unix::net::SocketAddr::from_abstract_name(name)
-            .and_then(|addr| sock.send_to_addr(b"READY=1", &addr))
+            .and_then(|addr| sock.send_to_addr(state.as_bytes(), &addr))
     } else {
-        sock.send_to(b"READY=1", std::path::Path::new(&path))
+        sock.send_to(state.as_bytes(), std::path::Path::new(&path))
     };
     if let Err(e) = sent {
-        tracing::warn!(error = %e, "sd_notify READY=1 failed");
+        tracing::warn!(error = %e, state, "sd_notify failed");
     }
 }
 
@@ -588,7 +589,7 @@ pub async fn run(
             .await
             .with_context(|| format!("metrics endpoint on {addr}"))?;
     }
-    notify_ready();
+    sd_notify("READY=1\nSTATUS=capturing");
     tracing::info!(
         probes = statuses.iter().filter(|s| s.attached).count(),
         of = statuses.len(),
@@ -642,6 +643,7 @@ pub async fn run(
         }
     };
     tracing::info!(reason, "stopping");
+    sd_notify("STOPPING=1\nSTATUS=draining and sealing");
 
     // Stop producing, then take everything already submitted and account for the rest.
     probes::detach_all(&mut ebpf);

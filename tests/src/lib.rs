@@ -15,6 +15,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub mod nspawn;
+
 use serde_json::Value;
 
 pub fn agent_binary() -> PathBuf {

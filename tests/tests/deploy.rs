@@ -429,9 +429,12 @@ fn each_granted_capability_is_needed() {
         let mut agent = Confined::start(NOBODY, &fewer);
         let needed = match agent.wait_capturing() {
             Err(log) => {
-                eprintln!(
-                    "without {cap}: the agent refuses to start: {}",
-                    log.lines().last().unwrap_or_default()
+                let error = log.lines().last().unwrap_or_default();
+                eprintln!("without {cap}: the agent refuses to start: {error}");
+                // The refusal names the real cause, not a symptom.
+                assert!(
+                    error.contains(&format!("lacks {cap}")),
+                    "without {cap} the error must say the agent lacks it: {error}"
                 );
                 true
             }
@@ -452,39 +455,6 @@ fn each_granted_capability_is_needed() {
     }
     let _ = sleeper.kill();
     let _ = sleeper.wait();
-}
-
-#[test]
-fn readiness_check_returns_after_the_probes_are_attached() {
-    let unit = agent_unit();
-    let post = unit_values(&unit, "ExecStartPost");
-    assert_eq!(post.len(), 1, "one readiness command expected: {post:?}");
-    let script = post[0]
-        .strip_prefix("/bin/sh -c '")
-        .and_then(|s| s.strip_suffix('\''))
-        .unwrap_or_else(|| panic!("readiness is not a /bin/sh -c '...' command: {}", post[0]))
-        .replace("$$", "$");
-    assert!(script.contains("/run/lineage/agent.sock"));
-    let mut agent = Confined::start(NOBODY, &granted_caps());
-    let script = script.replace("/run/lineage/agent.sock", &agent.socket().to_string_lossy());
-    let (rc, _, err) = output(Command::new("/bin/sh").arg("-c").arg(&script));
-    assert_eq!(rc, 0, "the readiness check failed: {err}\n{}", agent.log());
-    // The socket is bound after attach; give the log reader a moment to catch up.
-    let start = Instant::now();
-    let probes = lineage_tests::probe_count();
-    while agent.log().matches("probe attached").count() < probes
-        && start.elapsed() < Duration::from_secs(2)
-    {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert_eq!(
-        agent.log().matches("probe attached").count(),
-        probes,
-        "ready before every probe was attached:\n{}",
-        agent.log()
-    );
-    agent.wait_capturing().unwrap_or_else(|log| panic!("{log}"));
-    agent.stop();
 }
 
 /// The Kubernetes probes run `grpc_health_probe -addr=unix:///run/lineage/agent.sock`, which

@@ -51,7 +51,7 @@ fn main() -> Result<()> {
         Task::Test => test(),
         Task::Fuzz { secs } => fuzz(secs),
         Task::Bench { args } => bench(args),
-        Task::Package => package::run(),
+        Task::Package => package::run().map(drop),
     }
 }
 
@@ -111,6 +111,8 @@ fn test() -> Result<()> {
     std::env::set_var("LINEAGE_AGENT", release.join("lineage-agent"));
     std::env::set_var("LINEAGECTL", release.join("lineagectl"));
     std::env::set_var("LINEAGE_COLLECTOR", release.join("lineage-collector"));
+    // The systemd tests install exactly what ships: the release tarball.
+    std::env::set_var("LINEAGE_PACKAGE", package::run()?);
     // Every test binary runs even after one fails, so one run shows every failure.
     cargo(&[
         "test",

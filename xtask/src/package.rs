@@ -25,7 +25,8 @@ fn copy(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
-pub fn run() -> Result<()> {
+/// Builds the tarball and returns its path.
+pub fn run() -> Result<std::path::PathBuf> {
     build_release()?;
     let root = workspace_root();
     let version = env!("CARGO_PKG_VERSION");
@@ -84,5 +85,5 @@ pub fn run() -> Result<()> {
             .arg(&name),
     )?;
     eprintln!("xtask: wrote {}", tarball.display());
-    Ok(())
+    Ok(tarball)
 }

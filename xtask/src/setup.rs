@@ -29,6 +29,9 @@ const APT_PACKAGES: &[&str] = &[
     "gcc",
     "libc6-dev",
     "liburing-dev",
+    // The systemd tests boot a bookworm tree (mmdebstrap) with systemd as PID 1 (nspawn).
+    "mmdebstrap",
+    "systemd-container",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";

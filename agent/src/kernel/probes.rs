@@ -13,6 +13,8 @@ use aya::{
 };
 use lineage_common::{CaptureOffsets, IoUringTpFields, KernelOffsets, KIND_SLOTS};
 
+use crate::cause::{self, Cap, Privileges};
+
 /// The kernel programs, built by `build.rs` and embedded: the agent is one file to deploy.
 static PROBES_ELF: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lineage-probes"));
 
@@ -298,8 +300,12 @@ pub struct ProbeStatus {
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("loading the eBPF object failed: {0}")]
-    Load(#[from] aya::EbpfError),
+    #[error("loading the eBPF object failed: {source}{cause}")]
+    Load {
+        source: Box<aya::EbpfError>,
+        /// ": <why>" when a refused system call is behind it, else empty.
+        cause: String,
+    },
     #[error("required probe {program} ({hook}) did not attach: {error}")]
     Required {
         program: &'static str,
@@ -334,8 +340,22 @@ pub fn load(params: &LoadParams) -> Result<Ebpf, LoadError> {
         .override_global("IO_URING_TP", &params.io_uring_fields, true)
         .override_global("WAKEUP_BYTES", &wakeup_bytes, true)
         .map_max_entries("EVENTS", params.ring_buffer_bytes)
-        .load(PROBES_ELF)?;
+        .load(PROBES_ELF)
+        .map_err(|source| LoadError::Load {
+            cause: cause::explain_aya(&source)
+                .map(|c| format!(": {c}"))
+                .unwrap_or_default(),
+            source: Box::new(source),
+        })?;
     Ok(ebpf)
+}
+
+/// An aya error with the reason behind a refused system call, when there is one.
+fn with_cause(e: &aya::programs::ProgramError) -> String {
+    match cause::explain_aya(e) {
+        Some(why) => format!("{e}: {why}"),
+        None => format!("{e:#}"),
+    }
 }
 
 fn attach_one(ebpf: &mut Ebpf, spec: &ProbeSpec) -> Result<(), String> {
@@ -347,16 +367,16 @@ fn attach_one(ebpf: &mut Ebpf, spec: &ProbeSpec) -> Result<(), String> {
         Hook::TracePoint { category, name } => {
             let tp: &mut TracePoint = program.try_into().map_err(|e| format!("{e}"))?;
             if tp.fd().is_err() {
-                tp.load().map_err(|e| format!("{e:#}"))?;
+                tp.load().map_err(|e| with_cause(&e))?;
             }
-            tp.attach(category, name).map_err(|e| format!("{e:#}"))?;
+            tp.attach(category, name).map_err(|e| with_cause(&e))?;
         }
         Hook::RawTracePoint { name } => {
             let tp: &mut RawTracePoint = program.try_into().map_err(|e| format!("{e}"))?;
             if tp.fd().is_err() {
-                tp.load().map_err(|e| format!("{e:#}"))?;
+                tp.load().map_err(|e| with_cause(&e))?;
             }
-            tp.attach(name).map_err(|e| format!("{e:#}"))?;
+            tp.attach(name).map_err(|e| with_cause(&e))?;
         }
     }
     Ok(())
@@ -443,72 +463,66 @@ pub fn next_sequences(ebpf: &Ebpf) -> Result<Vec<u64>, LoadError> {
 #[derive(Debug, thiserror::Error)]
 pub enum PreflightError {
     #[error(
-        "lineage-agent lacks the capabilities {missing} needed to load and attach eBPF programs; \
-         run it as root or grant them (e.g. AmbientCapabilities= in its systemd unit)"
+        "lineage-agent (uid {uid}) lacks {missing}, needed to load and attach eBPF programs; \
+         run it as root or grant them (systemd: AmbientCapabilities=, Kubernetes: \
+         securityContext.capabilities.add)"
     )]
-    Privileges { missing: String },
+    Privileges { uid: u32, missing: String },
     #[error(
         "this kernel exposes no BTF type information at {path} (it needs CONFIG_DEBUG_INFO_BTF=y): \
          the agent uses it to find kernel struct offsets"
     )]
     NoBtf { path: String },
-    #[error("this kernel does not support BPF ring buffers (Linux 5.8 or newer is needed): {0}")]
-    NoRingBuf(String),
-    #[error("tracefs at {path} is not readable by the agent ({source}): run it as root or grant CAP_DAC_READ_SEARCH")]
-    TracefsAccess {
+    #[error("cannot read the kernel's BTF at {path}: {}", cause::describe(.source))]
+    BtfAccess {
         path: String,
         source: std::io::Error,
     },
-    #[error("tracefs is not mounted at {path} and mounting it failed: {source}")]
-    Tracefs {
-        path: String,
-        source: std::io::Error,
-    },
-}
-
-const CAP_SYS_ADMIN: u32 = 21;
-const CAP_PERFMON: u32 = 38;
-const CAP_BPF: u32 = 39;
-
-fn effective_caps() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("CapEff:"))
-                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
-        })
-        .unwrap_or(0)
+    #[error(
+        "this kernel does not support BPF ring buffers (Linux 5.8 or newer is needed): creating \
+         one failed with EINVAL"
+    )]
+    NoRingBuf,
+    #[error("creating a BPF ring buffer was refused: {0}")]
+    RingBufRefused(String),
+    #[error("tracefs at {path} is mounted but closed to the agent (it is mode 0700, owned by root): {reason}")]
+    TracefsAccess { path: String, reason: String },
+    #[error("tracefs is not mounted at {path}, and the agent could not mount it: {reason}")]
+    TracefsMount { path: String, reason: String },
 }
 
 /// Checks what the kernel and our privileges must offer before touching anything, so a missing
 /// piece is named instead of surfacing as an opaque EPERM later.
 pub fn preflight(btf_path: &Path) -> Result<(), PreflightError> {
-    let caps = effective_caps();
-    let has = |cap: u32| caps & (1 << cap) != 0;
-    let mut missing = Vec::new();
-    if !has(CAP_BPF) && !has(CAP_SYS_ADMIN) {
-        missing.push("CAP_BPF");
-    }
-    if !has(CAP_PERFMON) && !has(CAP_SYS_ADMIN) {
-        missing.push("CAP_PERFMON");
-    }
+    let privileges = Privileges::current();
+    let missing: Vec<_> = [Cap::Bpf, Cap::Perfmon]
+        .into_iter()
+        .filter(|&c| !privileges.has(c) && !privileges.has(Cap::SysAdmin))
+        .map(Cap::name)
+        .collect();
     if !missing.is_empty() {
         return Err(PreflightError::Privileges {
-            missing: missing.join(", "),
+            uid: privileges.uid,
+            missing: missing.join(" and "),
         });
     }
-    if !btf_path.exists() {
-        return Err(PreflightError::NoBtf {
-            path: btf_path.display().to_string(),
-        });
+    let path = btf_path.display().to_string();
+    match std::fs::File::open(btf_path) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(PreflightError::NoBtf { path })
+        }
+        Err(source) => return Err(PreflightError::BtfAccess { path, source }),
     }
     match aya::sys::is_map_supported(MapType::RingBuf) {
         Ok(true) => Ok(()),
-        Ok(false) => Err(PreflightError::NoRingBuf(
-            "BPF_MAP_TYPE_RINGBUF is unknown to the kernel".into(),
-        )),
-        Err(e) => Err(PreflightError::NoRingBuf(e.to_string())),
+        // aya maps EINVAL (unknown map type) to "unsupported".
+        Ok(false) => Err(PreflightError::NoRingBuf),
+        Err(e) => Err(PreflightError::RingBufRefused(cause::explain(
+            "bpf",
+            &e.io_error,
+            &[Cap::Bpf],
+        ))),
     }
 }
 
@@ -520,18 +534,19 @@ pub fn ensure_tracefs(path: &Path) -> Result<(), PreflightError> {
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
             return Err(PreflightError::TracefsAccess {
                 path: path.display().to_string(),
-                source: e,
+                reason: cause::explain("stat", &e, &[Cap::DacReadSearch]),
             });
         }
         _ => {}
     }
-    let err = |source| PreflightError::Tracefs {
+    let fail = |reason: String| PreflightError::TracefsMount {
         path: path.display().to_string(),
-        source,
+        reason,
     };
-    std::fs::create_dir_all(path).map_err(err)?;
+    std::fs::create_dir_all(path)
+        .map_err(|e| fail(format!("creating the mount point: {}", cause::describe(&e))))?;
     let target = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
-        .map_err(|e| err(std::io::Error::other(e)))?;
+        .map_err(|e| fail(e.to_string()))?;
     // SAFETY: valid NUL-terminated strings; no data argument.
     let rc = unsafe {
         libc::mount(
@@ -543,7 +558,17 @@ pub fn ensure_tracefs(path: &Path) -> Result<(), PreflightError> {
         )
     };
     if rc != 0 {
-        return Err(err(std::io::Error::last_os_error()));
+        let e = std::io::Error::last_os_error();
+        let reason = match e.raw_os_error() {
+            Some(libc::ENODEV) => "mount() failed with ENODEV: this kernel has no tracefs \
+                                   (CONFIG_TRACING)"
+                .to_owned(),
+            _ => cause::explain("mount", &e, &[Cap::SysAdmin]),
+        };
+        return Err(fail(format!(
+            "{reason}. Mount it on the host before starting the agent (systemd: \
+             sys-kernel-tracing.mount; Kubernetes: on the node)"
+        )));
     }
     tracing::info!(path = %path.display(), "mounted tracefs");
     Ok(())

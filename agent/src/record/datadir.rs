@@ -15,6 +15,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use crate::cause;
 use lineage_evidence::{
     digest::HostId,
     keys::{KeyError, PublicKey, SecretKey},
@@ -22,20 +23,28 @@ use lineage_evidence::{
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataDirError {
-    #[error("data directory {path}: {source}")]
+    #[error("data directory: {}: {}", .path.display(), cause::file_problem(.path, .source))]
     Io {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("data directory {path} is not writable by the agent: {source}")]
+    #[error("data directory {} is not writable by the agent: {}", .path.display(), cause::file_problem(.path, .source))]
     NotWritable {
         path: PathBuf,
         source: std::io::Error,
     },
     #[error("{path}: not a valid host id (32 hex digits expected)")]
     BadHostId { path: PathBuf },
-    #[error("signing key: {0}")]
-    Key(#[from] KeyError),
+    #[error("signing key {}: {}", .path.display(), key_problem(.path, .source))]
+    Key { path: PathBuf, source: KeyError },
+}
+
+/// A key error in words: file access problems get their cause.
+fn key_problem(path: &Path, e: &KeyError) -> String {
+    match e {
+        KeyError::Io { source, .. } => cause::file_problem(path, source),
+        other => other.to_string(),
+    }
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DataDirError + '_ {
@@ -107,13 +116,17 @@ impl DataDir {
         let path = configured
             .map(Path::to_path_buf)
             .unwrap_or_else(|| self.root.join("keys/agent.key"));
+        let key_err = |source| DataDirError::Key {
+            path: path.clone(),
+            source,
+        };
         let key = if configured.is_none() && !path.exists() {
             let key = SecretKey::generate();
-            key.save(&path)?;
+            key.save(&path).map_err(key_err)?;
             tracing::info!(path = %path.display(), key_id = %key.public().key_id(), "generated a new signing key");
             key
         } else {
-            SecretKey::load(&path)?
+            SecretKey::load(&path).map_err(key_err)?
         };
         self.export_public(&key.public())?;
         Ok(key)
@@ -122,7 +135,10 @@ impl DataDir {
     fn export_public(&self, public: &PublicKey) -> Result<(), DataDirError> {
         let path = self.public_key_path();
         let _ = fs::remove_file(&path);
-        public.save(&path)?;
+        public.save(&path).map_err(|source| DataDirError::Key {
+            path: path.clone(),
+            source,
+        })?;
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).map_err(io(&path))?;
         Ok(())
     }

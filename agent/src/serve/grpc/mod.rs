@@ -64,11 +64,13 @@ pub struct Shared {
 
 #[derive(Debug, thiserror::Error)]
 pub enum GrpcError {
-    #[error("gRPC socket {path}: {source}")]
+    #[error("gRPC socket {}: {}", .path.display(), crate::cause::file_problem(.path, .source))]
     Socket {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("gRPC socket {}: another process is serving on it (is another agent running?)", .0.display())]
+    SocketInUse(PathBuf),
     #[error("TLS file {path}: {source}")]
     TlsFile {
         path: PathBuf,
@@ -111,6 +113,10 @@ pub async fn serve(config: &GrpcConfig, shared: Arc<Shared>) -> Result<(), GrpcE
         }
         // A socket left by a previous run would make bind fail.
         if std::fs::symlink_metadata(&path).is_ok() {
+            // Only a dead one: taking over a live agent's socket would hide that agent.
+            if std::os::unix::net::UnixStream::connect(&path).is_ok() {
+                return Err(GrpcError::SocketInUse(path));
+            }
             std::fs::remove_file(&path).map_err(sock_err)?;
         }
         let listener = tokio::net::UnixListener::bind(&path).map_err(sock_err)?;
