@@ -8,10 +8,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use lineage_evidence::checkpoint::{VerifierKey, SIG_COSIGNATURE_V1};
 use lineage_evidence::keys::{KeyError, PublicKey};
+use lineage_evidence::lock::{DirLock, LockError};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::config::Config;
+use crate::config::{Config, StoreConfig};
 use crate::puller::{endpoint_text, AgentTask, Shared};
 use crate::status::{AgentStatus, StatusBoard};
 use crate::store::{EvidenceStore, StoreError};
@@ -26,6 +27,9 @@ pub enum AppError {
     /// The store.
     #[error("{0}")]
     Store(#[from] StoreError),
+    /// Another collector uses this store.
+    #[error("store {0}")]
+    Lock(#[from] LockError),
     /// An agent's trusted_keys file.
     #[error("agent {agent}: trusted_keys {path}: {source}")]
     TrustedKeys {
@@ -64,6 +68,27 @@ async fn publish_witness_key(store: &EvidenceStore, key: &PublicKey) -> Result<(
         .await
 }
 
+/// One collector per store: its per-host state (cursors, last headers) lives in the store, and
+/// two collectors advancing it at once would race. A directory store is locked in place; an
+/// S3 store by a lock file beside the witness key, which only excludes a second collector on
+/// the same machine (docs/COLLECTOR.md).
+fn lock_store(cfg: &Config) -> Result<DirLock, LockError> {
+    match &cfg.store {
+        StoreConfig::Fs { path } => DirLock::acquire(path, ".collector.lock"),
+        StoreConfig::S3(s3) => {
+            let name: String = format!("{}-{}", s3.bucket, s3.prefix)
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                .collect();
+            let dir = cfg
+                .key_path
+                .parent()
+                .unwrap_or_else(|| std::path::Path::new("."));
+            DirLock::acquire(dir, &format!(".collector-s3-{name}.lock"))
+        }
+    }
+}
+
 /// Runs the collector until `shutdown` turns true, then drains.
 pub async fn run(cfg: Config, shutdown: watch::Receiver<bool>) -> Result<(), AppError> {
     let (key, created) = witness::load_or_generate(&cfg.key_path)?;
@@ -75,6 +100,8 @@ pub async fn run(cfg: Config, shutdown: watch::Receiver<bool>) -> Result<(), App
         );
     }
     let store = EvidenceStore::open(&cfg.store)?;
+    // Held until run returns (the collector's lifetime).
+    let _lock = lock_store(&cfg)?;
     publish_witness_key(&store, &key.public()).await?;
     let vkey = VerifierKey {
         name: cfg.name.clone(),

@@ -32,6 +32,7 @@ pub mod checkpoint;
 pub mod digest;
 pub mod entry;
 pub mod keys;
+pub mod lock;
 pub mod merkle;
 pub mod proof;
 pub mod rfc6962;

@@ -454,3 +454,45 @@ fn collector_pulls_over_tcp_with_mutual_tls() {
         "the collected store verifies: {report:#}"
     );
 }
+
+/// One collector per store (issue 18): a second collector on a store in use is refused with
+/// the first's pid, and the first keeps pulling.
+#[test]
+fn a_second_collector_on_a_store_in_use_is_refused() {
+    let work = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&["--print", "none"]);
+    let store = fs_store(work.path());
+    let mut first = Collector::start(work.path(), &config(work.path(), &store, &agent));
+    first.wait_for("a stored segment", Duration::from_secs(60), |c| {
+        activity(1);
+        cursor(c) >= 1
+    });
+    // Its own key and status file; the same store.
+    let other = tempfile::tempdir().unwrap();
+    let mut second = Collector::start(other.path(), &config(other.path(), &store, &agent));
+    let start = Instant::now();
+    let status = loop {
+        if let Some(st) = second.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the second collector on a store in use is still running; log:\n{}",
+            second.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!status.success(), "second collector exited with {status}");
+    let log = second.log();
+    assert!(
+        log.contains(&format!("is in use by pid {}", first.child.id())),
+        "the refusal names the first collector's pid: {log}"
+    );
+    let before = cursor(&first);
+    first.wait_for("progress after the refusal", Duration::from_secs(60), |c| {
+        activity(1);
+        cursor(c) > before
+    });
+    first.stop();
+    drop(agent);
+}

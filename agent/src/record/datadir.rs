@@ -19,6 +19,7 @@ use crate::cause;
 use lineage_evidence::{
     digest::HostId,
     keys::{KeyError, PublicKey, SecretKey},
+    lock::{DirLock, LockError},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +34,8 @@ pub enum DataDirError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("data directory {0}")]
+    InUse(LockError),
     #[error("{path}: not a valid host id (32 hex digits expected)")]
     BadHostId { path: PathBuf },
     #[error("signing key {}: {}", .path.display(), key_problem(.path, .source))]
@@ -56,7 +59,12 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DataDirError + '_ {
 
 pub struct DataDir {
     pub root: PathBuf,
+    /// Held for the agent's lifetime: a second agent on this directory is refused.
+    _lock: DirLock,
 }
+
+/// The lock file in the data directory (docs/DATA_DIR.md).
+const LOCK_FILE: &str = "agent.lock";
 
 impl DataDir {
     /// Creates the directory (mode 0700) if needed and checks the agent can write to it.
@@ -69,6 +77,14 @@ impl DataDir {
                 path: root.into(),
                 source,
             })?;
+        // Before anything else is read or written: another agent may be sealing here.
+        let lock = DirLock::acquire(root, LOCK_FILE).map_err(|e| match e {
+            LockError::Io { source, .. } => DataDirError::NotWritable {
+                path: root.into(),
+                source,
+            },
+            in_use => DataDirError::InUse(in_use),
+        })?;
         let probe = root.join(".write-test");
         fs::write(&probe, b"")
             .and_then(|()| fs::remove_file(&probe))
@@ -81,7 +97,10 @@ impl DataDir {
             .mode(0o700)
             .create(root.join("keys"))
             .map_err(io(root))?;
-        Ok(DataDir { root: root.into() })
+        Ok(DataDir {
+            root: root.into(),
+            _lock: lock,
+        })
     }
 
     pub fn wal_path(&self) -> PathBuf {
