@@ -503,6 +503,11 @@ impl Drop for Collector {
 }
 
 impl Collector {
+    /// Its exit status, if it has exited.
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().unwrap()
+    }
+
     /// The whole status file (null until written).
     pub fn status(&self) -> Value {
         fs::read(&self.status)

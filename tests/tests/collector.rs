@@ -472,7 +472,7 @@ fn a_second_collector_on_a_store_in_use_is_refused() {
     let mut second = Collector::start(other.path(), &config(other.path(), &store, &agent));
     let start = Instant::now();
     let status = loop {
-        if let Some(st) = second.child.try_wait().unwrap() {
+        if let Some(st) = second.try_wait() {
             break st;
         }
         assert!(
@@ -485,7 +485,7 @@ fn a_second_collector_on_a_store_in_use_is_refused() {
     assert!(!status.success(), "second collector exited with {status}");
     let log = second.log();
     assert!(
-        log.contains(&format!("is in use by pid {}", first.child.id())),
+        log.contains(&format!("is in use by pid {}", first.pid())),
         "the refusal names the first collector's pid: {log}"
     );
     let before = cursor(&first);

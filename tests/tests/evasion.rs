@@ -90,19 +90,6 @@ fn assert_one_send(sends: &[&Value], port: u16, result: i64) {
     );
 }
 
-/// `name=result` lines a run of the program printed.
-fn parse_results(stdout: &[u8]) -> HashMap<String, Vec<i64>> {
-    let mut results: HashMap<String, Vec<i64>> = HashMap::new();
-    for line in String::from_utf8_lossy(stdout).lines() {
-        let (k, v) = line.split_once('=').expect("name=result");
-        results
-            .entry(k.into())
-            .or_default()
-            .push(v.parse().unwrap());
-    }
-    results
-}
-
 struct Setup {
     _tmp: tempfile::TempDir,
     dir: PathBuf,
