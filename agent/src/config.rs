@@ -77,8 +77,9 @@ tail_buffer = 4096
 
 [filter]
 # File and network events to record (exec, fork and exit are always recorded).
-file_ops = ["open", "unlink", "rename", "chmod", "chown"]
-net_ops = ["connect", "accept"]
+file_ops = ["open", "unlink", "rename", "chmod", "chown", "link", "symlink", "mkdir", "rmdir",
+    "mknod", "truncate", "setxattr", "removexattr", "utimes"]
+net_ops = ["connect", "accept", "bind", "listen", "send"]
 # Record an open only if its flags include one of these; [] records every open. Writes and
 # creates only: ["O_WRONLY", "O_RDWR", "O_CREAT", "O_TRUNC"].
 open_flags = []

@@ -38,14 +38,31 @@ pub struct FilterSettings {
     pub except_comms: Vec<String>,
 }
 
-const FILE_OPS: [(&str, u32); 5] = [
+// Every op the kernel programs record must be listed here, or `file_ops`/`net_ops` could not
+// switch it off and an empty list would not mean "none".
+const FILE_OPS: [(&str, u32); 14] = [
     ("open", file_op::OPEN),
     ("unlink", file_op::UNLINK),
     ("rename", file_op::RENAME),
     ("chmod", file_op::CHMOD),
     ("chown", file_op::CHOWN),
+    ("link", file_op::LINK),
+    ("symlink", file_op::SYMLINK),
+    ("mkdir", file_op::MKDIR),
+    ("rmdir", file_op::RMDIR),
+    ("mknod", file_op::MKNOD),
+    ("truncate", file_op::TRUNCATE),
+    ("setxattr", file_op::SETXATTR),
+    ("removexattr", file_op::REMOVEXATTR),
+    ("utimes", file_op::UTIMES),
 ];
-const NET_OPS: [(&str, u32); 2] = [("connect", net_op::CONNECT), ("accept", net_op::ACCEPT)];
+const NET_OPS: [(&str, u32); 5] = [
+    ("connect", net_op::CONNECT),
+    ("accept", net_op::ACCEPT),
+    ("bind", net_op::BIND),
+    ("listen", net_op::LISTEN),
+    ("send", net_op::SEND),
+];
 const OPEN_FLAGS: [(&str, u32); 6] = [
     ("O_WRONLY", 0o1),
     ("O_RDWR", 0o2),
@@ -426,6 +443,30 @@ mod tests {
         let c = FilterSettings::default().compile().unwrap();
         assert_eq!(c.config, FilterConfig::default());
         assert!(c.paths.is_empty() && c.comms.is_empty());
+    }
+
+    #[test]
+    fn empty_op_lists_switch_off_every_recorded_op() {
+        let s = FilterSettings {
+            file_ops: vec![],
+            net_ops: vec![],
+            ..FilterSettings::default()
+        };
+        let disabled = s.compile().unwrap().config.disabled_ops;
+        for op in file_op::OPEN..=file_op::UTIMES {
+            assert_ne!(
+                disabled & (1 << op),
+                0,
+                "file op {op} cannot be switched off"
+            );
+        }
+        for op in net_op::CONNECT..=net_op::SEND {
+            assert_ne!(
+                disabled & (1 << (16 + op)),
+                0,
+                "net op {op} cannot be switched off"
+            );
+        }
     }
 
     #[test]
