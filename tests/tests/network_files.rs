@@ -299,3 +299,60 @@ fn a_million_openat_calls_are_on_the_chain_or_in_declared_loss() {
         "{seen} on the chain + {lost} declared lost < {N}"
     );
 }
+
+/// Op lists are allow-lists: an op left out of `file_ops`/`net_ops` is not recorded, whatever
+/// syscall carries it, and what it suppressed is counted on the chain (built-in rule 0).
+#[test]
+fn ops_left_out_of_the_op_lists_are_not_recorded_and_are_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    let config = root.join("agent.toml");
+    std::fs::write(
+        &config,
+        "[filter]\nfile_ops = [\"open\"]\nnet_ops = [\"connect\"]\n",
+    )
+    .unwrap();
+    let port = lineage_tests::free_port();
+    let agent = Agent::start(&["--config", config.to_str().unwrap()]);
+    let script = format!(
+        "import os, socket\nd = {root:?}\n\
+         os.mkdir(d + '/m'); os.rmdir(d + '/m')\n\
+         os.symlink('x', d + '/l'); os.unlink(d + '/l')\n\
+         os.close(os.open(d + '/t', os.O_CREAT | os.O_WRONLY, 0o600)); os.truncate(d + '/t', 0)\n\
+         s = socket.socket(); s.bind(('127.0.0.1', {port})); s.listen(1); s.close()\n",
+        root = root.to_str().unwrap()
+    );
+    assert!(Command::new("python3")
+        .args(["-c", &script])
+        .status()
+        .unwrap()
+        .success());
+    let run = agent.stop();
+
+    let root_str = root.to_str().unwrap();
+    let under_root: Vec<&Value> = run
+        .of_kind("file")
+        .filter(|e| e["path"].as_str().is_some_and(|p| p.starts_with(root_str)))
+        .collect();
+    assert!(
+        under_root.iter().any(|e| e["op"] == "open"),
+        "the allowed open is recorded: {under_root:?}"
+    );
+    let leaked: Vec<&&Value> = under_root.iter().filter(|e| e["op"] != "open").collect();
+    assert!(
+        leaked.is_empty(),
+        "ops left out of file_ops were recorded: {leaked:?}"
+    );
+    let socket_leaks = run.of_kind("socket").filter(|e| e["port"] == port).count();
+    assert_eq!(
+        socket_leaks, 0,
+        "bind/listen left out of net_ops were recorded"
+    );
+    let entries = chain_entries(&run.data_dir);
+    // mkdir, rmdir, symlink, unlink, truncate, bind and listen at least (other processes'
+    // suppressed ops count too).
+    assert!(
+        filtered_by_rule(&entries, 0) >= 7,
+        "suppressed ops are counted on the chain"
+    );
+}
