@@ -22,6 +22,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(true)
         // Our own Timestamp, so its JSON can be the canonical RFC 3339 form (timestamp.rs).
         .extern_path(".google.protobuf.Timestamp", "crate::timestamp::Timestamp")
+        // Undecodable requests are INVALID_ARGUMENT, not INTERNAL (src/codec.rs).
+        .codec_path("crate::codec::LineageCodec")
         .compile_fds(fds)?;
     pbjson_build::Builder::new()
         .register_descriptors(&descriptors)?

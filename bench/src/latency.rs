@@ -23,7 +23,7 @@ use std::{
 
 use anyhow::Context as _;
 use lineage_evidence::{Entry, SegmentView};
-use lineage_proto::v1::{agent_client::AgentClient, tail_message, TailFilter, TailRequest};
+use lineage_proto::v1::{tail_message, TailFilter, TailRequest};
 use serde::Serialize;
 
 use crate::{agent::Agent, gen, stats};
@@ -84,17 +84,9 @@ async fn tail(
     probe: String,
     seen: Arc<Mutex<Seen>>,
 ) -> anyhow::Result<()> {
-    let channel = tonic::transport::Endpoint::from_static("http://agent.invalid")
-        .connect_with_connector(tower::service_fn(move |_: tonic::codegen::http::Uri| {
-            let path = socket.clone();
-            async move {
-                let s = tokio::net::UnixStream::connect(path).await?;
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(s))
-            }
-        }))
+    let mut client = lineage_client::connect(&lineage_client::Target::Unix(socket), None)
         .await
         .context("connecting to the agent's gRPC socket")?;
-    let mut client = AgentClient::new(channel);
     let mut stream = client
         .tail(TailRequest {
             filter: Some(TailFilter {

@@ -24,6 +24,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::check::{check_segment, finding, Context, Rejected};
 use crate::client::{connect, Client, ConnectError};
+use lineage_client::SegmentAssembler;
 use crate::config::{AgentConfig, Endpoint};
 use crate::cosigner::{self, Judge, Refusal, Verdict, Witnessed};
 use crate::state::{Gap, HostState, LastSegment, StateError};
@@ -52,6 +53,9 @@ pub enum PullError {
     /// An RPC failed or the stream broke.
     #[error("rpc: {0}")]
     Rpc(#[from] tonic::Status),
+    /// The agent's chunks did not add up to segments.
+    #[error("pulled chunks: {0}")]
+    Chunk(lineage_client::AssembleError),
     /// The agent's host id is not 16 bytes.
     #[error("the agent announced a host id of {0} bytes")]
     BadHostId(usize),
@@ -347,13 +351,30 @@ impl AgentTask {
             st.cursor = Some(s.state.cursor);
             st.gaps = s.state.gaps.clone();
         }
-        let mut stream = client
+        let mut stream = match client
             .pull_segments(PullSegmentsRequest {
                 from_segment: s.state.cursor,
                 follow: true,
             })
-            .await?
-            .into_inner();
+            .await
+        {
+            Ok(r) => r.into_inner(),
+            // The agent no longer has the cursor's segment: start at its oldest one, and let
+            // `accept` record the missing range as a gap.
+            Err(status) => match first_available(&status) {
+                Some(first) if first > s.state.cursor => {
+                    warn!(agent = %self.cfg.name, "agent no longer has segment {}; its oldest is {first}", s.state.cursor);
+                    client
+                        .pull_segments(PullSegmentsRequest {
+                            from_segment: first,
+                            follow: true,
+                        })
+                        .await?
+                        .into_inner()
+                }
+                _ => return Err(status.into()),
+            },
+        };
         {
             let mut st = self.status.lock().expect("status");
             st.connected = true;
@@ -361,6 +382,7 @@ impl AgentTask {
         }
         debug!(agent = %self.cfg.name, "pulling from segment {}", s.state.cursor);
         let mut witness_tick = tokio::time::interval(WITNESS_EVERY);
+        let mut chunks = SegmentAssembler::new();
         loop {
             // `Streaming::message` is cancel safe, so the witness tick may interrupt it.
             let msg = tokio::select! {
@@ -371,13 +393,14 @@ impl AgentTask {
                 }
                 _ = shutdown.changed() => return Ok(Ended::Shutdown),
             };
-            let Some(seg) = msg else {
+            let Some(chunk) = msg else {
                 return Ok(Ended::Stream);
             };
+            let Some((number, data)) = chunks.push(chunk).map_err(PullError::Chunk)? else {
+                continue;
+            };
             self.status.lock().expect("status").segments_fetched += 1;
-            let r = self
-                .accept(s, &mut client, seg.number, seg.data.into())
-                .await;
+            let r = self.accept(s, &mut client, number, data.into()).await;
             if let Err(PullError::Rejected { .. }) = &r {
                 // A rejected segment often means another history: ask for the agent's
                 // checkpoint now, so that it is refused (and the agent told) at once.
@@ -793,4 +816,19 @@ impl AgentTask {
             warn!(agent = %self.cfg.name, "agent {}: SubmitCosignature failed: {e}", self.cfg.name);
         }
     }
+}
+
+/// The oldest segment an agent still has, from its `OUT_OF_RANGE` answer to a cursor below it
+/// (docs/API.md: metadata `lineage-first-segment`).
+fn first_available(status: &tonic::Status) -> Option<u64> {
+    if status.code() != tonic::Code::OutOfRange {
+        return None;
+    }
+    status
+        .metadata()
+        .get("lineage-first-segment")?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }

@@ -36,15 +36,26 @@ pub fn run(a: &SegmentsArgs) -> Result<i32, SegmentsError> {
         .map_err(SegmentsError::Runtime)?
         .block_on(async {
             let (mut client, target) = connect::connect(&a.conn).await?;
-            client
-                .list_segments(ListSegmentsRequest {
-                    from: a.from,
-                    // 0 means "no bound" to the agent; the bound is applied here as well.
-                    to: a.to.unwrap_or(0),
-                })
-                .await
-                .map(|r| r.into_inner().segments)
-                .map_err(|s| SegmentsError::from(RpcError::new("ListSegments", &target, s)))
+            // The agent answers in pages; `more` says where the next one starts.
+            let mut all = Vec::new();
+            let mut from = a.from;
+            loop {
+                let page = client
+                    .list_segments(ListSegmentsRequest {
+                        from,
+                        to: a.to,
+                        limit: 0,
+                    })
+                    .await
+                    .map(|r| r.into_inner())
+                    .map_err(|s| SegmentsError::from(RpcError::new("ListSegments", &target, s)))?;
+                let next = page.segments.last().map(|s| s.number + 1);
+                all.extend(page.segments);
+                match next {
+                    Some(n) if page.more => from = n,
+                    _ => break Ok::<_, SegmentsError>(all),
+                }
+            }
         })?;
     let list: Vec<SegmentSummary> = list
         .into_iter()

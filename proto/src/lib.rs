@@ -5,6 +5,7 @@
 //! the EVENT payload schemas of the evidence chain ([`payload`]) and the canonical JSON form
 //! of timestamps ([`timestamp`]).
 
+pub mod codec;
 pub mod payload;
 pub mod timestamp;
 
