@@ -21,6 +21,10 @@ poll_interval_ms = 5
 loss_grace_ms = 500
 # How often sequence gaps are reconciled with the kernel's loss counters, in milliseconds.
 reconcile_interval_ms = 1000
+# Entries queued between the capture thread and the writer thread (chain, journal, seal).
+# When the writer falls this far behind, events are dropped, counted and declared on the
+# chain (DROPPED, reason QUEUE_FULL); the capture thread never waits for the disk.
+writer_queue = 65536
 
 [kernel]
 # Kernel type information used to find struct offsets.
@@ -72,8 +76,14 @@ tls_client_ca = ""
 # certificate the CA signed).
 pull_clients = ["*"]
 tail_clients = ["*"]
-# Events buffered for each tail client; a client further behind is told how many it missed.
+# Events queued for each Tail client, after its filter; a client further behind is told how
+# many matching events it missed.
 tail_buffer = 4096
+# Bytes queued for each Tail client (the events' JSON and the fields filters look at).
+tail_buffer_bytes = 1048576
+# Tail streams open at once; one more is refused (RESOURCE_EXHAUSTED). Tail memory is at most
+# tail_max_streams × tail_buffer_bytes.
+tail_max_streams = 32
 
 [filter]
 # File and network events to record (exec, fork and exit are always recorded).
@@ -149,6 +159,8 @@ pub struct GrpcConfig {
     pub pull_clients: Vec<String>,
     pub tail_clients: Vec<String>,
     pub tail_buffer: usize,
+    pub tail_buffer_bytes: usize,
+    pub tail_max_streams: usize,
 }
 
 impl Default for GrpcConfig {
@@ -162,6 +174,8 @@ impl Default for GrpcConfig {
             pull_clients: vec!["*".into()],
             tail_clients: vec!["*".into()],
             tail_buffer: 4096,
+            tail_buffer_bytes: 1 << 20,
+            tail_max_streams: 32,
         }
     }
 }
@@ -308,6 +322,7 @@ pub struct CaptureConfig {
     pub poll_interval_ms: u64,
     pub loss_grace_ms: u64,
     pub reconcile_interval_ms: u64,
+    pub writer_queue: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -339,6 +354,7 @@ impl Default for CaptureConfig {
             poll_interval_ms: 5,
             loss_grace_ms: 500,
             reconcile_interval_ms: 1000,
+            writer_queue: 1 << 16,
         }
     }
 }
@@ -437,12 +453,31 @@ impl Config {
         self.filter
             .compile()
             .map_err(|e| ConfigError::Filter(e.to_string()))?;
-        if self.grpc.tail_buffer == 0 {
-            return Err(ConfigError::Invalid {
-                key: "grpc.tail_buffer",
-                value: "0".into(),
-                reason: "must be at least 1",
-            });
+        for (key, value, range) in [
+            ("grpc.tail_buffer", self.grpc.tail_buffer, 1..=1 << 20),
+            (
+                "grpc.tail_buffer_bytes",
+                self.grpc.tail_buffer_bytes,
+                4096..=1 << 30,
+            ),
+            (
+                "grpc.tail_max_streams",
+                self.grpc.tail_max_streams,
+                1..=4096,
+            ),
+            (
+                "capture.writer_queue",
+                self.capture.writer_queue,
+                1024..=1 << 24,
+            ),
+        ] {
+            if !range.contains(&value) {
+                return Err(ConfigError::Invalid {
+                    key,
+                    value: value.to_string(),
+                    reason: "out of range (see `lineage-agent config print-default`)",
+                });
+            }
         }
         Ok(())
     }

@@ -98,17 +98,11 @@ fn main() -> ExitCode {
             .map_err(anyhow::Error::from),
         Command::Run(args) => match effective_config(&args) {
             Err(e) => Err(e.into()),
-            Ok(config) => tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(anyhow::Error::from)
-                .and_then(|rt| {
-                    rt.block_on(runtime::run(
-                        config,
-                        args.config.clone(),
-                        args.duration_secs.map(Duration::from_secs),
-                    ))
-                }),
+            Ok(config) => runtime::run(
+                config,
+                args.config.clone(),
+                args.duration_secs.map(Duration::from_secs),
+            ),
         },
     };
     match result {

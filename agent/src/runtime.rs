@@ -1,54 +1,60 @@
-//! The agent's lifecycle around the capture loop: open the evidence store, load and attach,
-//! record AGENT_START, snapshot, drain / reconcile / seal until a signal, then drain once more,
-//! record AGENT_STOP and seal, so nothing submitted is left behind.
+//! The agent's lifecycle, one job per thread: open the evidence store, load and attach, then
+//! run the **capture thread** (ring → decode → join, `capture::worker`), the **writer thread**
+//! (chain, journal, seal, retention, `record::writer`) and the **serve runtime** (gRPC and
+//! metrics, a tokio runtime of their own, on this thread plus its workers) until a signal;
+//! then drain once more, record AGENT_STOP and seal, end every stream with a status, and
+//! remove the socket. Whatever an API client does runs on the serve runtime and can only slow
+//! itself: the capture thread never waits for it, nor for the disk.
 
 use std::{
-    path::Path,
-    time::{Duration, Instant},
+    path::{Path, PathBuf},
+    sync::{mpsc as std_mpsc, Arc},
+    time::Duration,
 };
 
 use anyhow::Context as _;
-use aya::maps::{MapData, RingBuf};
+use aya::maps::RingBuf;
 use lineage_evidence::{
     digest::Digest,
     entry::{AgentStart, ProgramDigest, StopReason},
 };
 use tokio::{
-    io::unix::AsyncFd,
     signal::unix::{signal, SignalKind},
-    time::{interval, MissedTickBehavior},
+    sync::{mpsc, watch},
 };
-
-use std::sync::Arc;
-
-use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::{
-    capture::event::Event,
-    capture::pipeline::Pipeline,
-    capture::snapshot,
+    capture::{
+        pipeline::Pipeline,
+        worker::{Capture, Control, Inputs, Reload, Settings},
+    },
     config::{Config, Fsync},
-    enforce::{self, Mode},
-    kernel::btf::Btf,
-    kernel::filter::{self, FilterLedger},
-    kernel::probes::{self, LoadParams, ProbeStatus},
-    record::datadir::DataDir,
-    record::recorder::{Recorder, SealPolicy},
-    record::report,
-    serve::grpc::{self, Head, LineageQuery, LiveEvent, Shared, StaticInfo},
-    serve::metrics::{self, Page},
-    serve::sink::Sink,
+    enforce::Enforcer,
+    kernel::{
+        btf::Btf,
+        filter::{self, CountsReader, FilterLedger},
+        probes::{self, LoadParams, ProbeStatus},
+    },
+    record::{
+        datadir::DataDir,
+        recorder::{Recorder, SealPolicy},
+        writer::{self, Entry, Head, Published, RecorderStats},
+    },
+    serve::{
+        grpc::{self, tail, LineageQuery, Shared, StaticInfo},
+        metrics::{self, Page},
+        sink::Sink,
+    },
 };
 
-/// How often the recorder checks its seal cadence: a segment is sealed at most this late after
-/// its deadline (the benchmark measured sealed p99 = interval + 82 ms with a 100 ms tick).
-const TICK: Duration = Duration::from_millis(20);
+/// Lineage questions waiting for the capture thread; more callers wait on the serve runtime.
+const LINEAGE_QUEUE: usize = 16;
 
 pub fn boot_time_ns() -> u64 {
     clock_ns(libc::CLOCK_BOOTTIME)
 }
 
-fn wall_time_ns() -> u64 {
+pub fn wall_time_ns() -> u64 {
     clock_ns(libc::CLOCK_REALTIME)
 }
 
@@ -68,158 +74,6 @@ fn read_boot_id(proc_root: &Path) -> anyhow::Result<String> {
         .with_context(|| format!("reading the boot id from {}", path.display()))?
         .trim()
         .to_owned())
-}
-
-/// Where every produced event goes: stdout (if asked), live tail clients, and the chain.
-struct Outputs {
-    sink: Sink,
-    recorder: Recorder,
-    /// Reused buffer for the chain encoding of one event.
-    buf: Vec<u8>,
-    live: broadcast::Sender<Arc<LiveEvent>>,
-    head: watch::Sender<Head>,
-}
-
-impl Outputs {
-    fn publish_live(&self, event: &Event, pipeline: &Pipeline) {
-        if self.live.receiver_count() == 0 {
-            return;
-        }
-        let image = event
-            .exec_id
-            .as_ref()
-            .and_then(|id| pipeline.table().image(id));
-        let (binary, comm, uid, cgroup_id) = image
-            .map(|i| (i.binary.clone(), i.comm.clone(), i.uid, i.cgroup_id))
-            .unwrap_or_default();
-        let live = LiveEvent {
-            json: serde_json::to_string(event).unwrap_or_default(),
-            kind: event.detail.kind(),
-            exec_id: event.exec_id.clone(),
-            ancestors: event.ancestors.clone(),
-            binary,
-            comm,
-            uid,
-            cgroup_id,
-            container: event.container.as_ref().map(|c| c.id.clone()),
-        };
-        // No receiver left is fine: nobody is tailing.
-        let _ = self.live.send(Arc::new(live));
-    }
-
-    fn publish_head(&self) {
-        let durable = self.recorder.last_sealed.map(|h| Head {
-            next_index: h.end_index(),
-            head_link: h.chain_head,
-            last_segment: Some((h.segment_number, h.digest())),
-        });
-        let head = durable.unwrap_or_default();
-        self.head.send_if_modified(|current| {
-            let changed = *current != head;
-            *current = head;
-            changed
-        });
-    }
-
-    fn emit(&mut self, mut event: Event, pipeline: &mut Pipeline) {
-        // Ancestry is derivable from parent links on the chain, so it is only walked for the
-        // readers of live output, not on every event.
-        let live = self.sink.prints() || self.live.receiver_count() > 0;
-        if live {
-            if let Some(id) = &event.exec_id {
-                event.ancestors = pipeline.table().ancestors(id);
-            }
-            self.sink.emit(&event, pipeline.table());
-            self.publish_live(&event, pipeline);
-            event.ancestors.clear();
-        }
-        self.buf.clear();
-        if serde_json::to_writer(&mut self.buf, &event).is_ok() {
-            self.recorder.append_event(&self.buf, event.time_ns);
-            if let Some(id) = &event.exec_id {
-                let json: Arc<str> = String::from_utf8_lossy(&self.buf).into();
-                pipeline.table_mut().remember(id, json);
-            }
-        }
-        if let crate::capture::event::Detail::Loss { .. } = &event.detail {
-            for loss in report::loss_entries(&event) {
-                self.recorder.append_loss(&loss, event.time_ns);
-            }
-        }
-    }
-
-    fn flush(&mut self) {
-        self.sink.flush();
-        self.recorder.flush();
-    }
-
-    fn drain(&mut self, ring: &mut RingBuf<MapData>, pipeline: &mut Pipeline) -> usize {
-        let now = Instant::now();
-        let mut n = 0;
-        while let Some(item) = ring.next() {
-            n += 1;
-            let event = pipeline.handle(&item, now);
-            drop(item);
-            let extra = pipeline.take_extra();
-            for event in event.into_iter().chain(extra) {
-                self.emit(event, pipeline);
-                if self.recorder.full() {
-                    self.recorder.seal(boot_time_ns());
-                }
-            }
-        }
-        if n > 0 {
-            self.flush();
-        }
-        n
-    }
-
-    fn reconcile(&mut self, ebpf: &aya::Ebpf, pipeline: &mut Pipeline) -> anyhow::Result<()> {
-        let failures = probes::reservation_failures(ebpf)?;
-        for event in pipeline.reconcile(&failures, Instant::now(), boot_time_ns()) {
-            self.emit(event, pipeline);
-        }
-        self.flush();
-        Ok(())
-    }
-
-    fn tick(&mut self, ebpf: &aya::Ebpf, ledger: &mut FilterLedger) {
-        if self.recorder.seal_due() {
-            // Each sealed segment says what the filter suppressed while it was open.
-            match filter::read_counts(ebpf) {
-                Ok(counts) => {
-                    if let Some(entry) = ledger.counts_entry(&counts) {
-                        self.recorder.append_filter(&entry, boot_time_ns());
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "reading filter counters failed"),
-            }
-        }
-        self.recorder.tick(boot_time_ns(), wall_time_ns());
-        self.publish_head();
-    }
-}
-
-fn answer_lineage(query: LineageQuery, pipeline: &Pipeline) {
-    let table = pipeline.table();
-    let node = |img: &crate::capture::lineage::Image| lineage_proto::v1::LineageNode {
-        exec_id: img.exec_id.to_string(),
-        parent_exec_id: img.parent_exec_id.as_deref().unwrap_or_default().to_owned(),
-        tgid: img.tgid,
-        binary: img.binary.clone(),
-        argv: img.argv.clone(),
-        comm: img.comm.clone(),
-        running: table.is_running(img),
-        events_json: img.recent_events.iter().map(|e| e.to_string()).collect(),
-    };
-    let answer = table
-        .lineage(&query.exec_id)
-        .map(|l| lineage_proto::v1::LineageResponse {
-            ancestors: l.ancestors.into_iter().map(node).collect(),
-            node: Some(node(l.node)),
-            descendants: l.descendants.into_iter().map(node).collect(),
-        });
-    let _ = query.reply.send(answer);
 }
 
 /// Tells systemd (`Type=notify`) about the agent's state: `READY=1` once the probes are
@@ -280,184 +134,73 @@ fn program_digests(ebpf: &aya::Ebpf, statuses: &[ProbeStatus]) -> Vec<ProgramDig
     out
 }
 
-/// Re-reads the filter section of the config file and applies it; the new policy goes on the
-/// chain. Anything wrong leaves the old filter in place.
-fn reload_filter(
-    path: Option<&Path>,
-    ebpf: &mut aya::Ebpf,
-    out: &mut Outputs,
-    ledger: &mut FilterLedger,
-) {
+/// Re-reads the config file and compiles its filter, here on the serve runtime (file I/O stays
+/// off the capture thread, which only applies the result). A config that does not load or
+/// validate changes nothing; a filter that does not compile leaves the old filter in place.
+fn reload_config(path: Option<&Path>) -> Option<Reload> {
     let Some(path) = path else {
-        tracing::warn!("SIGHUP: no --config file to reload the filter from");
-        return;
+        tracing::warn!("SIGHUP: no --config file to reload");
+        return None;
     };
-    let compiled = match Config::load(path).and_then(|c| c.validate().map(|()| c)) {
-        Ok(c) => match c.filter.compile() {
-            Ok(compiled) => compiled,
-            Err(e) => return tracing::error!(error = %e, "SIGHUP: filter not changed"),
-        },
-        Err(e) => return tracing::error!(error = %e, "SIGHUP: filter not changed"),
+    let config = match Config::load(path).and_then(|c| c.validate().map(|()| c)) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "SIGHUP: config not reloaded");
+            return None;
+        }
     };
-    let counts = filter::read_counts(ebpf).unwrap_or_default();
-    // Counts so far belong to the old policy.
-    if let Some(entry) = ledger.counts_entry(&counts) {
-        out.recorder.append_filter(&entry, boot_time_ns());
-    }
-    if let Err(e) = filter::apply(ebpf, &compiled) {
-        return tracing::error!(error = %e, "SIGHUP: applying the filter failed");
-    }
-    *ledger = FilterLedger::new(&compiled, counts);
-    out.recorder
-        .append_filter(ledger.policy_entry(), boot_time_ns());
-    tracing::info!(
-        rules = compiled.rules.len(),
-        "SIGHUP: filter reloaded and recorded"
-    );
+    let filter = config
+        .filter
+        .compile()
+        .map_err(|e| tracing::error!(error = %e, "SIGHUP: filter not changed"))
+        .ok();
+    Some(Reload { config, filter })
 }
 
-/// Enforcement state: the mode and policy in force, the decisions ring, and the counters last
-/// declared on the chain.
-struct Enforcer {
-    mode: Mode,
-    deadline_ms: u64,
-    decisions: Option<RingBuf<MapData>>,
-    declared: [u64; lineage_common::ENFORCE_SLOTS as usize],
-}
-
-impl Enforcer {
-    /// Applies the policy, attaches the programs unless observing, and records mode and policy.
-    fn start(
-        ebpf: &mut aya::Ebpf,
-        settings: &enforce::EnforcementSettings,
-        out: &mut Outputs,
-    ) -> anyhow::Result<Enforcer> {
-        let compiled = settings.compile()?;
-        // Healthy as of now: the deadline starts counting when the pipeline runs.
-        enforce::kernel::beat(ebpf, boot_time_ns())?;
-        let decisions = if compiled.mode == Mode::Observe {
-            None
-        } else {
-            let ring = enforce::kernel::take_decisions(ebpf)?;
-            enforce::kernel::attach(ebpf, &settings.cgroup_root)?;
-            Some(ring)
-        };
-        enforce::kernel::apply(ebpf, &compiled)?;
-        let now = boot_time_ns();
-        out.recorder.append_enforcement(
-            &enforce::mode_entry(compiled.mode, None, settings.heartbeat_deadline_ms),
-            now,
-        );
-        out.recorder
-            .append_enforcement(&enforce::policy_entry(&compiled), now);
-        tracing::info!(
-            mode = compiled.mode.name(),
-            deadline_ms = settings.heartbeat_deadline_ms,
-            "enforcement"
-        );
-        Ok(Enforcer {
-            mode: compiled.mode,
-            deadline_ms: settings.heartbeat_deadline_ms,
-            decisions,
-            declared: enforce::kernel::counters(ebpf).unwrap_or_default(),
-        })
-    }
-
-    /// SIGHUP: a new policy and possibly a new mode (observe cannot be left or entered without
-    /// a restart, since the programs are attached at start).
-    fn reload(&mut self, ebpf: &mut aya::Ebpf, config: &Config, out: &mut Outputs) {
-        let compiled = match config.enforcement.compile() {
-            Ok(c) => c,
-            Err(e) => return tracing::error!(error = %e, "SIGHUP: enforcement not changed"),
-        };
-        if (compiled.mode == Mode::Observe) != (self.mode == Mode::Observe) {
-            return tracing::error!(
-                "SIGHUP: switching to or from observe needs a restart; enforcement not changed"
-            );
-        }
-        if let Err(e) = enforce::kernel::apply(ebpf, &compiled) {
-            return tracing::error!(error = %e, "SIGHUP: applying the enforcement policy failed");
-        }
-        let now = boot_time_ns();
-        if compiled.mode != self.mode
-            || config.enforcement.heartbeat_deadline_ms != self.deadline_ms
-        {
-            out.recorder.append_enforcement(
-                &enforce::mode_entry(
-                    compiled.mode,
-                    Some(self.mode),
-                    config.enforcement.heartbeat_deadline_ms,
-                ),
-                now,
-            );
-        }
-        out.recorder
-            .append_enforcement(&enforce::policy_entry(&compiled), now);
-        self.mode = compiled.mode;
-        self.deadline_ms = config.enforcement.heartbeat_deadline_ms;
-        tracing::info!(
-            mode = self.mode.name(),
-            "SIGHUP: enforcement reloaded and recorded"
-        );
-    }
-
-    /// Refreshes the heartbeat, but only while the recorder can take entries.
-    fn beat(&self, ebpf: &mut aya::Ebpf, out: &Outputs) {
-        if out.recorder.degraded() {
-            return;
-        }
-        if let Err(e) = enforce::kernel::beat(ebpf, boot_time_ns()) {
-            tracing::warn!(error = %e, "heartbeat not refreshed");
-        }
-    }
-
-    /// One DECISION entry per kernel decision record.
-    fn drain(&mut self, out: &mut Outputs, pipeline: &Pipeline) {
-        let Some(ring) = self.decisions.as_mut() else {
-            return;
-        };
-        let now = boot_time_ns();
-        enforce::kernel::drain(ring, |rec| {
-            let mut json = enforce::kernel::decision_json(&rec);
-            if let Some(img) = pipeline.table().image_of_tgid(rec.tgid) {
-                json["exec_id"] = img.exec_id.to_string().into();
-                json["ancestors"] = pipeline
-                    .table()
-                    .ancestors(&img.exec_id)
-                    .iter()
-                    .map(|a| a.to_string())
-                    .collect::<Vec<_>>()
-                    .into();
+/// Waits for SIGTERM/SIGINT (or the requested duration), forwarding SIGHUP reloads.
+async fn wait_for_stop(
+    duration: Option<Duration>,
+    config_path: Option<PathBuf>,
+    reloads: std_mpsc::Sender<Reload>,
+    capture: &std::thread::JoinHandle<anyhow::Result<StopReason>>,
+) -> anyhow::Result<(&'static str, StopReason)> {
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sighup = signal(SignalKind::hangup())?;
+    let deadline = tokio::time::sleep(duration.unwrap_or(Duration::from_secs(u64::MAX / 4)));
+    tokio::pin!(deadline);
+    // The capture thread ending on its own is an error it reports when joined.
+    let mut check = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tokio::select! {
+            _ = sigterm.recv() => return Ok(("SIGTERM", StopReason::Signal)),
+            _ = sigint.recv() => return Ok(("SIGINT", StopReason::Signal)),
+            _ = &mut deadline => return Ok(("duration reached", StopReason::Requested)),
+            _ = sighup.recv() => {
+                let path = config_path.clone();
+                if let Ok(Some(reload)) = tokio::task::spawn_blocking(move || reload_config(path.as_deref())).await {
+                    let _ = reloads.send(reload);
+                }
             }
-            let entry = lineage_evidence::entry::Enforcement {
-                form: lineage_evidence::entry::EnforcementForm::Decision,
-                json: json.to_string(),
-            };
-            out.recorder.append_enforcement(&entry, now);
-        });
-    }
-
-    /// A SUMMARY entry whenever the kernel counters moved since the last one.
-    fn declare(&mut self, ebpf: &aya::Ebpf, out: &mut Outputs) {
-        if self.mode == Mode::Observe {
-            return;
-        }
-        let Ok(counts) = enforce::kernel::counters(ebpf) else {
-            return;
-        };
-        if counts != self.declared {
-            out.recorder.append_enforcement(
-                &enforce::kernel::summary_entry(&counts, self.mode),
-                boot_time_ns(),
-            );
-            self.declared = counts;
+            _ = check.tick() => if capture.is_finished() {
+                return Ok(("the capture thread ended", StopReason::Signal));
+            },
         }
     }
 }
 
-pub async fn run(
+/// The serve runtime: a small multi-threaded tokio runtime for gRPC and metrics only.
+fn serve_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("lineage-serve")
+        .enable_all()
+        .build()
+}
+
+pub fn run(
     config: Config,
-    config_path: Option<std::path::PathBuf>,
+    config_path: Option<PathBuf>,
     duration: Option<Duration>,
 ) -> anyhow::Result<()> {
     // Missing privileges or kernel features, then anything wrong with the config or the data
@@ -486,6 +229,7 @@ pub async fn run(
         None => tracing::info!("ia32 emulation: not applicable to this architecture"),
     }
     let boot_id = read_boot_id(&config.kernel.proc_path)?;
+    let rt = serve_runtime().context("starting the serve runtime")?;
 
     let policy = SealPolicy {
         interval: Duration::from_millis(config.evidence.seal_interval_ms),
@@ -509,6 +253,7 @@ pub async fn run(
         "evidence store opened (verify with: lineagectl verify {})",
         data.root.display()
     );
+    let signing_key = recorder.public_key();
 
     let mut ebpf = probes::load(&LoadParams {
         agent_tgid: std::process::id(),
@@ -518,36 +263,39 @@ pub async fn run(
         ring_buffer_bytes: config.capture.ring_buffer_bytes,
     })?;
     let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("EVENTS map missing")?)?;
-    // SAFETY: the RingBuf owns its map fd and keeps it open until the AsyncFd drops it.
-    let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
-        .map_err(|e| anyhow::anyhow!("registering the ring buffer with the reactor: {e}"))?;
     let cpus = aya::util::nr_cpus()
         .map_err(|(_, e)| e)
         .context("counting CPUs")?;
-    let mut pipeline = Pipeline::new(
+    let pipeline = Pipeline::new(
         &boot_id,
         cpus,
         Duration::from_millis(config.capture.loss_grace_ms),
     );
-    let (live, _) = broadcast::channel(config.grpc.tail_buffer);
-    let (head_tx, head_rx) = watch::channel(Head::default());
-    let (lineage_tx, mut lineage_rx) = mpsc::channel::<LineageQuery>(64);
-    let signing_key = recorder.public_key();
-    let mut out = Outputs {
-        sink: Sink::new(config.output.print),
-        recorder,
-        buf: Vec::with_capacity(1024),
-        live: live.clone(),
-        head: head_tx,
-    };
-    out.publish_head();
 
     // Filters are in place before the probes they govern are attached.
     let compiled_filter = config.filter.compile()?;
     filter::apply(&mut ebpf, &compiled_filter)?;
-    let mut ledger = FilterLedger::new(&compiled_filter, filter::read_counts(&ebpf)?);
+    let ledger = FilterLedger::new(&compiled_filter, filter::read_counts(&ebpf)?);
+    let policy_entry = ledger.policy_entry().clone();
+    let counts = CountsReader::open(&ebpf)
+        .map_err(|e| tracing::warn!(error = %e, "filter counters unreadable by the writer; per-segment FILTER counts are not recorded"))
+        .ok();
 
-    // The reader exists before anything is attached, so nothing is submitted unread.
+    let (head_tx, head_rx) = watch::channel(Head::default());
+    let (stats_tx, stats_rx) = watch::channel(RecorderStats::default());
+    let mut writer = writer::spawn(
+        recorder,
+        ledger,
+        counts,
+        Published {
+            head: head_tx,
+            stats: stats_tx,
+        },
+        config.capture.writer_queue,
+    )?;
+
+    // The ring exists before anything is attached, so nothing is submitted unread; the capture
+    // thread starts draining right after the snapshot below.
     let statuses = probes::attach_all(&mut ebpf)?;
     let start = AgentStart {
         reason: recovery.reason,
@@ -556,111 +304,100 @@ pub async fn run(
         agent_version: format!("lineage-agent {}", env!("CARGO_PKG_VERSION")),
         programs: program_digests(&ebpf, &statuses),
     };
-    out.recorder.append_start(&start, boot_time_ns())?;
-    out.recorder
-        .append_filter(ledger.policy_entry(), boot_time_ns());
-    let mut enforcer = Enforcer::start(&mut ebpf, &config.enforcement, &mut out)?;
+    let agent_version = start.agent_version.clone();
+    writer.control(Entry::Start(Box::new(start), boot_time_ns()));
+    writer.control(Entry::Filter(Box::new(policy_entry), boot_time_ns()));
+    let enforcer = Enforcer::start(&mut ebpf, &config.enforcement, &mut writer)?;
+
+    let (hub, fanout) = tail::channel(tail::TailLimits {
+        max_streams: config.grpc.tail_max_streams,
+        client_events: config.grpc.tail_buffer,
+        client_bytes: config.grpc.tail_buffer_bytes,
+    });
+    let (lineage_tx, lineage_rx) = mpsc::channel::<LineageQuery>(LINEAGE_QUEUE);
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let shared = Arc::new(Shared {
         info: StaticInfo {
             host_id: host.0,
             boot_id: boot_id.clone(),
             hostname: hostname(),
             signing_key,
-            agent_version: start.agent_version.clone(),
+            agent_version,
             kernel_version: kernel_version(),
             probes: statuses.clone(),
         },
         data_dir: data.root.clone(),
         head: head_rx,
-        events: live,
+        tail: hub,
         lineage: lineage_tx,
+        shutdown: shutdown_rx,
     });
-    grpc::serve(&config.grpc, shared).await?;
+    let serving = rt.block_on(grpc::serve(
+        &config.grpc,
+        shared,
+        shutdown_tx,
+        stats_rx.clone(),
+    ))?;
 
-    let entries = snapshot::read_processes(&config.kernel.proc_path)
-        .with_context(|| format!("reading {}", config.kernel.proc_path.display()))?;
-    for event in pipeline.snapshot(entries, boot_time_ns()) {
-        out.emit(event, &mut pipeline);
-    }
-    out.flush();
     let page = Page::default();
+    let (reloads_tx, reloads_rx) = std_mpsc::channel();
+    let control = Arc::new(Control::default());
+    let mut capture = Capture {
+        pipeline,
+        ebpf,
+        ring,
+        sink: Sink::new(config.output.print),
+        writer,
+        enforcer,
+        fanout,
+        inputs: Inputs {
+            lineage: lineage_rx,
+            reloads: reloads_rx,
+            recorder_stats: stats_rx,
+            control: control.clone(),
+        },
+        settings: Settings {
+            poll_interval: Duration::from_millis(config.capture.poll_interval_ms),
+            reconcile_interval: Duration::from_millis(config.capture.reconcile_interval_ms),
+        },
+        page: page.clone(),
+        statuses: statuses.clone(),
+        buf: Vec::with_capacity(1024),
+    };
+    capture.record_snapshot(&config.kernel.proc_path)?;
+    let processes = capture.pipeline.table().len();
+
     if let Some(addr) = metrics_addr {
-        metrics::serve(addr, page.clone())
-            .await
-            .with_context(|| format!("metrics endpoint on {addr}"))?;
+        // Someone else on the port must not stop capture: metrics are a convenience.
+        if let Err(e) = rt.block_on(metrics::serve(addr, page.clone())) {
+            tracing::warn!(error = %e, %addr, "metrics endpoint not started; capturing without it");
+        }
     }
+    let thread = std::thread::Builder::new()
+        .name("lineage-capture".into())
+        .spawn(move || capture.run())
+        .context("starting the capture thread")?;
     sd_notify("READY=1\nSTATUS=capturing");
     tracing::info!(
         probes = statuses.iter().filter(|s| s.attached).count(),
         of = statuses.len(),
-        processes = pipeline.table().len(),
+        processes,
         ring_buffer_bytes = config.capture.ring_buffer_bytes,
         "capturing"
     );
 
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sighup = signal(SignalKind::hangup())?;
-    let mut poll = interval(Duration::from_millis(config.capture.poll_interval_ms));
-    poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut reconcile = interval(Duration::from_millis(config.capture.reconcile_interval_ms));
-    reconcile.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut tick = interval(TICK);
-    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let deadline = tokio::time::sleep(duration.unwrap_or(Duration::from_secs(u64::MAX / 4)));
-    tokio::pin!(deadline);
-
-    let (reason, stop) = loop {
-        tokio::select! {
-            _ = sigterm.recv() => break ("SIGTERM", StopReason::Signal),
-            _ = sigint.recv() => break ("SIGINT", StopReason::Signal),
-            _ = &mut deadline => break ("duration reached", StopReason::Requested),
-            guard = ring.readable_mut() => {
-                let mut guard = guard?;
-                out.drain(guard.get_inner_mut(), &mut pipeline);
-                guard.clear_ready();
-            }
-            _ = poll.tick() => {
-                out.drain(ring.get_mut(), &mut pipeline);
-                enforcer.drain(&mut out, &pipeline);
-            }
-            _ = reconcile.tick() => {
-                out.reconcile(&ebpf, &mut pipeline)?;
-                enforcer.declare(&ebpf, &mut out);
-                page.set(report::metrics_page(&pipeline, &out.recorder, &statuses, probes::ring_fill(&ebpf).unwrap_or(0)));
-            }
-            Some(query) = lineage_rx.recv() => answer_lineage(query, &pipeline),
-            _ = sighup.recv() => {
-                reload_filter(config_path.as_deref(), &mut ebpf, &mut out, &mut ledger);
-                if let Some(c) = config_path.as_deref().and_then(|p| Config::load(p).ok()) {
-                    enforcer.reload(&mut ebpf, &c, &mut out);
-                }
-            }
-            _ = tick.tick() => {
-                out.tick(&ebpf, &mut ledger);
-                enforcer.beat(&mut ebpf, &out);
-            }
-        }
-    };
-    tracing::info!(reason, "stopping");
+    let stop = rt.block_on(wait_for_stop(duration, config_path, reloads_tx, &thread));
+    let (why, reason) = stop.unwrap_or(("signal handling failed", StopReason::Signal));
+    tracing::info!(reason = why, "stopping");
     sd_notify("STOPPING=1\nSTATUS=draining and sealing");
-
-    // Stop producing, then take everything already submitted and account for the rest.
-    probes::detach_all(&mut ebpf);
-    out.drain(ring.get_mut(), &mut pipeline);
-    for event in pipeline.drain_in_flight() {
-        out.emit(event, &mut pipeline);
-    }
-    pipeline.close(&probes::next_sequences(&ebpf)?, Instant::now());
-    out.reconcile(&ebpf, &mut pipeline)?;
-    enforcer.drain(&mut out, &pipeline);
-    enforcer.declare(&ebpf, &mut out);
-    if let Some(entry) = ledger.counts_entry(&filter::read_counts(&ebpf)?) {
-        out.recorder.append_filter(&entry, boot_time_ns());
-    }
-    out.recorder.stop(stop, boot_time_ns())?;
-    out.publish_head();
-    let stats = serde_json::to_string(&pipeline.stats).unwrap_or_default();
-    tracing::info!(%stats, next_index = out.recorder.position().next_index, data_dir = %data.root.display(), "stopped; chain sealed");
+    control.stop(reason);
+    let captured = thread
+        .join()
+        .map_err(|_| anyhow::anyhow!("the capture thread panicked"));
+    // The last segment is sealed (or sealing failed); now end the streams and remove the socket.
+    rt.block_on(serving.stop());
+    rt.shutdown_timeout(Duration::from_secs(1));
+    captured??;
+    tracing::info!(data_dir = %data.root.display(), "stopped; chain sealed");
     Ok(())
 }

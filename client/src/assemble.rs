@@ -12,7 +12,11 @@ pub const MAX_SEGMENT_BYTES: u64 = 1 << 30;
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum AssembleError {
     #[error("segment {number}: chunk at offset {got}, expected offset {expected}")]
-    Gap { number: u64, expected: u64, got: u64 },
+    Gap {
+        number: u64,
+        expected: u64,
+        got: u64,
+    },
     #[error("segment {got} began before segment {current} was complete")]
     Interleaved { current: u64, got: u64 },
     #[error("segment {number}: chunk ends at {end}, past the announced size {size}")]
@@ -113,7 +117,10 @@ mod tests {
         let mut a = SegmentAssembler::new();
         assert_eq!(a.push(chunk(3, 0, b"abc", 5)), Ok(None));
         assert_eq!(a.in_progress(), Some(3));
-        assert_eq!(a.push(chunk(3, 3, b"de", 5)), Ok(Some((3, b"abcde".to_vec()))));
+        assert_eq!(
+            a.push(chunk(3, 3, b"de", 5)),
+            Ok(Some((3, b"abcde".to_vec())))
+        );
         assert_eq!(a.in_progress(), None);
         assert_eq!(a.push(chunk(4, 0, b"x", 1)), Ok(Some((4, b"x".to_vec()))));
     }
@@ -128,7 +135,11 @@ mod tests {
         ));
         assert!(matches!(
             a.push(chunk(3, 4, b"x", 6)),
-            Err(AssembleError::Gap { expected: 3, got: 4, .. })
+            Err(AssembleError::Gap {
+                expected: 3,
+                got: 4,
+                ..
+            })
         ));
         let mut a = SegmentAssembler::new();
         assert!(matches!(

@@ -183,12 +183,15 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread")]
     async fn tls_goes_with_https_only() {
-        let e = connect(&Target::Unix("/nonexistent.sock".into()), Some(&Tls {
-            ca: "a".into(),
-            cert: "b".into(),
-            key: "c".into(),
-            domain: None,
-        }))
+        let e = connect(
+            &Target::Unix("/nonexistent.sock".into()),
+            Some(&Tls {
+                ca: "a".into(),
+                cert: "b".into(),
+                key: "c".into(),
+                domain: None,
+            }),
+        )
         .await
         .unwrap_err();
         assert!(matches!(e, ConnectError::TlsForUnix(_)), "{e}");

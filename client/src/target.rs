@@ -82,7 +82,6 @@ impl fmt::Display for Target {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,13 +24,13 @@ use tracing::{debug, error, info, warn};
 
 use crate::check::{check_segment, finding, Context, Rejected};
 use crate::client::{connect, Client, ConnectError};
-use lineage_client::SegmentAssembler;
 use crate::config::{AgentConfig, Endpoint};
 use crate::cosigner::{self, Judge, Refusal, Verdict, Witnessed};
 use crate::state::{Gap, HostState, LastSegment, StateError};
 use crate::status::{now_ms, SharedStatus};
 use crate::store::{EvidenceStore, Object, StoreError};
 use crate::witness;
+use lineage_client::SegmentAssembler;
 
 /// First reconnect delay.
 pub const BACKOFF_MIN: Duration = Duration::from_millis(250);

@@ -119,7 +119,17 @@ impl Agent for Fixture {
                 for (n, path) in listing.segments.into_iter().filter(|(n, _)| *n >= from) {
                     let Ok(data) = std::fs::read(path) else { break };
                     served.fetch_add(1, Ordering::SeqCst);
-                    if tx.send(Ok(Segment { number: n, data })).await.is_err() {
+                    let size = data.len() as u64;
+                    if tx
+                        .send(Ok(Segment {
+                            number: n,
+                            data,
+                            offset: 0,
+                            size,
+                        }))
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                     cursor = n + 1;
@@ -141,7 +151,7 @@ impl Agent for Fixture {
         request: Request<AckSegmentsRequest>,
     ) -> Result<Response<AckSegmentsResponse>, Status> {
         self.acks.lock().unwrap().push(request.into_inner().up_to);
-        Ok(Response::new(AckSegmentsResponse {}))
+        Ok(Response::new(AckSegmentsResponse::default()))
     }
 
     type TailStream = Stream_<TailMessage>;

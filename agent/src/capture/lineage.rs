@@ -431,16 +431,12 @@ impl ProcessTable {
             .iter()
             .filter_map(|id| self.images.get(id))
             .collect();
+        // Answered on the capture thread between drains: walk parent links without
+        // allocating (the old per-image ancestor vectors made a query cost ~0.5 s).
         let descendants = self
             .images
             .values()
-            .filter(|img| {
-                img.exec_id.as_ref() != exec_id
-                    && self
-                        .ancestors(&img.exec_id)
-                        .iter()
-                        .any(|a| a.as_ref() == exec_id)
-            })
+            .filter(|img| img.exec_id.as_ref() != exec_id && self.descends_from(img, exec_id))
             .take(MAX_DESCENDANTS)
             .collect();
         Some(Lineage {
@@ -448,6 +444,24 @@ impl ProcessTable {
             node,
             descendants,
         })
+    }
+
+    /// Whether `root` is among `img`'s ancestors (at most [`MAX_ANCESTRY`] generations up).
+    fn descends_from(&self, img: &Image, root: &str) -> bool {
+        let mut cur = img.parent_exec_id.as_deref();
+        for _ in 0..MAX_ANCESTRY {
+            match cur {
+                Some(id) if id == root => return true,
+                Some(id) => {
+                    cur = self
+                        .images
+                        .get(id)
+                        .and_then(|i| i.parent_exec_id.as_deref())
+                }
+                None => return false,
+            }
+        }
+        false
     }
 
     /// Whether `exec_id` currently runs in its process.

@@ -13,3 +13,4 @@ pub mod snapshot;
 pub mod stats;
 pub mod sysops;
 pub mod uring;
+pub mod worker;

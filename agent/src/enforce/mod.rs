@@ -2,7 +2,10 @@
 //! deadline, scope, allowlist and deny rules — compiled into kernel maps, and the chain entries
 //! that make every mode, policy and decision evidence (ENFORCEMENT entries, docs/FORMAT.md).
 
+mod enforcer;
 pub mod kernel;
+
+pub use enforcer::Enforcer;
 
 use std::{
     net::IpAddr,

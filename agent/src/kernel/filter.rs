@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use aya::{
-    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray},
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData, PerCpuArray},
     Ebpf,
 };
 use lineage_common::{
@@ -387,6 +387,41 @@ pub fn read_counts(ebpf: &Ebpf) -> Result<Vec<u64>, FilterError> {
                 })
         })
         .collect()
+}
+
+/// The FILTERED counters through a file descriptor of its own, so the writer thread can read
+/// them at each seal while the capture thread keeps the loaded object.
+pub struct CountsReader(PerCpuArray<MapData, u64>);
+
+impl CountsReader {
+    pub fn open(ebpf: &Ebpf) -> Result<Self, FilterError> {
+        let err = |source| FilterError::Map {
+            map: "FILTERED",
+            source,
+        };
+        let id = match ebpf.map("FILTERED") {
+            Some(aya::maps::Map::PerCpuArray(data)) => data.info().map_err(err)?.id(),
+            Some(_) | None => return Err(FilterError::MissingMap("FILTERED")),
+        };
+        let data = MapData::from_id(id).map_err(err)?;
+        PerCpuArray::try_from(aya::maps::Map::PerCpuArray(data))
+            .map(CountsReader)
+            .map_err(err)
+    }
+
+    pub fn read(&self) -> Result<Vec<u64>, FilterError> {
+        (0..FILTER_SLOTS)
+            .map(|slot| {
+                self.0
+                    .get(&slot, 0)
+                    .map(|v| v.iter().sum())
+                    .map_err(|source| FilterError::Map {
+                        map: "FILTERED",
+                        source,
+                    })
+            })
+            .collect()
+    }
 }
 
 /// Tracks what was last recorded, to write FILTER entries with deltas only.

@@ -245,6 +245,13 @@ impl Recorder {
         self.append_scratch(now_ns);
     }
 
+    /// A DROPPED entry: events that never reached the recorder (e.g. its queue was full).
+    pub fn append_dropped(&mut self, dropped: &Dropped, now_ns: u64) {
+        self.scratch.clear();
+        dropped.encode_into(&mut self.scratch);
+        self.append_scratch(now_ns);
+    }
+
     pub fn append_loss(&mut self, loss: &Loss, now_ns: u64) {
         self.scratch.clear();
         loss.encode_into(&mut self.scratch);

@@ -6,7 +6,7 @@ use crate::{
     capture::event::{Detail, Event},
     capture::pipeline::Pipeline,
     kernel::probes::ProbeStatus,
-    record::recorder::Recorder,
+    record::writer::RecorderStats,
     serve::metrics::Render,
 };
 
@@ -60,7 +60,8 @@ fn labelled<'a>(pairs: impl Iterator<Item = (&'a str, u64)>, label: &str) -> Vec
 
 pub fn metrics_page(
     pipeline: &Pipeline,
-    recorder: &Recorder,
+    recorder: &RecorderStats,
+    queue_dropped: u64,
     probes: &[ProbeStatus],
     ring_fill: u64,
 ) -> String {
@@ -94,6 +95,7 @@ pub fn metrics_page(
                 "reason=\"storage_unavailable\"",
                 recorder.refused_entries as f64,
             ),
+            ("reason=\"queue_full\"", queue_dropped as f64),
         ],
     );
     let decode = labelled(s.decode_errors.iter().map(|(k, v)| (*k, *v)), "reason");
@@ -113,7 +115,7 @@ pub fn metrics_page(
         "lineage_chain_next_index",
         "gauge",
         "Index the next chain entry gets.",
-        &[("", recorder.position().next_index as f64)],
+        &[("", recorder.next_index as f64)],
     );
     r.metric(
         "lineage_segments_sealed_total",
@@ -131,9 +133,9 @@ pub fn metrics_page(
         "lineage_storage_degraded",
         "gauge",
         "1 while a sealed segment cannot be written (disk full).",
-        &[("", f64::from(u8::from(recorder.degraded())))],
+        &[("", f64::from(u8::from(recorder.degraded)))],
     );
-    if let Some((size, witnessed)) = recorder.witness_lag() {
+    if let Some((size, witnessed)) = recorder.witness_lag {
         r.metric(
             "lineage_checkpoint_segments",
             "gauge",

@@ -74,6 +74,10 @@ pub fn read_acks(dir: &Path) -> Option<Option<u64>> {
     let entries = std::fs::read_dir(dir).ok()?;
     let mut lowest: Option<Option<u64>> = None;
     for entry in entries.flatten() {
+        // `.NAME.tmp`: an acknowledgement being written (renamed into place when complete).
+        if entry.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
         let value = std::fs::read_to_string(entry.path())
             .ok()
             .and_then(|t| t.trim().parse::<u64>().ok());

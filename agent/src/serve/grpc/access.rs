@@ -23,18 +23,23 @@ pub enum Access {
 }
 
 impl Access {
-    pub fn check<T>(&self, request: &Request<T>, right: Right) -> Result<(), Status> {
-        let Access::Certificates { pull, tail } = self else {
-            return Ok(());
-        };
+    /// The common name of the caller's verified client certificate.
+    pub fn common_name<T>(&self, request: &Request<T>) -> Result<String, Status> {
         let certs = request
             .peer_certs()
             .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
         let leaf = certs
             .first()
             .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
-        let name = common_name(leaf.as_ref())
-            .ok_or_else(|| Status::unauthenticated("the client certificate has no common name"))?;
+        common_name(leaf.as_ref())
+            .ok_or_else(|| Status::unauthenticated("the client certificate has no common name"))
+    }
+
+    pub fn check<T>(&self, request: &Request<T>, right: Right) -> Result<(), Status> {
+        let Access::Certificates { pull, tail } = self else {
+            return Ok(());
+        };
+        let name = self.common_name(request)?;
         let allowed = match right {
             Right::Pull => pull,
             Right::Tail => tail,
@@ -43,7 +48,8 @@ impl Access {
             Ok(())
         } else {
             Err(Status::permission_denied(format!(
-                "client {name:?} may not {right:?}"
+                "client {:?} may not {right:?}",
+                super::tail::shown(&name, 64)
             )))
         }
     }

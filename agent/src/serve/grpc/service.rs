@@ -1,4 +1,7 @@
-//! The `lineage.v1.Agent` service. Domain errors map to gRPC codes here, in one place.
+//! The `lineage.v1.Agent` service. Domain errors map to gRPC codes here, in one place
+//! (docs/API.md lists them). Nothing here runs on the capture or writer threads: segment files
+//! are read on this runtime, live events come from per-client queues, lineage questions go
+//! through a bounded channel the capture thread answers between drains.
 
 use std::{pin::Pin, sync::Arc, time::Duration};
 
@@ -6,7 +9,7 @@ use lineage_evidence::checkpoint::Note;
 use lineage_evidence::digest::HostId;
 use lineage_evidence::tlog::{self, TlogError};
 use lineage_evidence::{
-    segment::SegmentHeader,
+    segment::{SegmentHeader, HEADER_LEN},
     store::{SegmentStore, StoreError},
 };
 use lineage_proto::v1::{
@@ -16,21 +19,33 @@ use lineage_proto::v1::{
     PullSegmentsRequest, Segment, SegmentSummary, SubmitCosignatureRequest,
     SubmitCosignatureResponse, TailMessage, TailRequest,
 };
-use tokio::sync::{broadcast::error::RecvError, mpsc, oneshot};
+use tokio::{
+    io::AsyncReadExt as _,
+    sync::{mpsc, oneshot, watch},
+};
 use tokio_stream::{wrappers::ReceiverStream, Stream};
-use tonic::{Request, Response, Status};
+use tonic::{metadata::MetadataValue, Request, Response, Status};
 
 use super::{
     access::{Access, Right},
-    tail, LineageQuery, Shared,
+    tail::{self, Item, SubscribeError},
+    LineageQuery, Shared,
 };
 
 type Stream_<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 /// How long a follower waits for a new seal before re-listing anyway.
 const FOLLOW_POLL: Duration = Duration::from_secs(1);
-/// Messages buffered per streaming client.
-const CLIENT_BUFFER: usize = 256;
+/// Messages buffered between a stream's task and the transport. Small: the real buffers are
+/// the per-client Tail queues (bounded in events and bytes).
+const STREAM_BUFFER: usize = 4;
+/// Largest PullSegments chunk: a default gRPC client accepts 4 MiB messages.
+pub const CHUNK: usize = 1 << 20;
+/// Default and largest ListSegments page.
+const LIST_DEFAULT: u32 = 1000;
+const LIST_MAX: u32 = 10_000;
+/// Metadata naming the oldest stored segment on an OUT_OF_RANGE cursor.
+pub const FIRST_SEGMENT_KEY: &str = "lineage-first-segment";
 
 pub struct AgentService {
     shared: Arc<Shared>,
@@ -65,12 +80,118 @@ fn tlog_status(e: TlogError) -> Status {
     }
 }
 
+fn io_status(n: u64, e: std::io::Error) -> Status {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        Status::not_found(format!(
+            "segment {n} was deleted (retention) while being read"
+        ))
+    } else {
+        Status::internal(format!("reading segment {n}: {e}"))
+    }
+}
+
+/// Resolves once the agent is stopping.
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    // The guard `wait_for` returns is dropped here, so callers' futures stay `Send`.
+    let _ = shutdown.wait_for(|s| *s).await;
+}
+
+fn stopping() -> Status {
+    Status::unavailable("the agent is stopping")
+}
+
 fn valid_collector_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
         && !name.starts_with('.')
+}
+
+/// A segment's summary from its header alone (never the whole file).
+async fn summary(n: u64, path: &std::path::Path) -> Result<SegmentSummary, Status> {
+    let mut file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| io_status(n, e))?;
+    let size = file.metadata().await.map_err(|e| io_status(n, e))?.len();
+    let mut head = vec![0u8; HEADER_LEN];
+    file.read_exact(&mut head)
+        .await
+        .map_err(|_| Status::data_loss(format!("segment {n}: shorter than its header")))?;
+    let header =
+        SegmentHeader::parse(&head).map_err(|e| Status::data_loss(format!("segment {n}: {e}")))?;
+    Ok(SegmentSummary {
+        number: n,
+        first_index: header.first_index,
+        entry_count: header.entry_count,
+        size,
+        header_digest: header.digest().0.to_vec(),
+        seal_time_ns: header.seal_time_ns,
+    })
+}
+
+/// Streams one segment file in chunks of at most [`CHUNK`] bytes. False: the client left or
+/// the agent is stopping (the status was sent).
+async fn send_segment(
+    tx: &mpsc::Sender<Result<Segment, Status>>,
+    n: u64,
+    path: &std::path::Path,
+) -> Result<bool, Status> {
+    let mut file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| io_status(n, e))?;
+    let size = file.metadata().await.map_err(|e| io_status(n, e))?.len();
+    let mut offset = 0u64;
+    loop {
+        let want = CHUNK.min((size - offset) as usize);
+        let mut data = vec![0u8; want];
+        file.read_exact(&mut data)
+            .await
+            .map_err(|e| io_status(n, e))?;
+        let chunk = Segment {
+            number: n,
+            data,
+            offset,
+            size,
+        };
+        offset += want as u64;
+        if tx.send(Ok(chunk)).await.is_err() {
+            return Ok(false);
+        }
+        if offset >= size {
+            return Ok(true);
+        }
+    }
+}
+
+/// The caller's identity for acknowledgements: its certificate's common name over TLS, its
+/// uid on the Unix socket.
+fn ack_identity<T>(
+    access: &Access,
+    request: &Request<T>,
+    collector: &str,
+) -> Result<String, Status> {
+    match access {
+        Access::Certificates { .. } => {
+            let cn = access.common_name(request)?;
+            if cn != collector {
+                return Err(Status::permission_denied(format!(
+                    "a client may only acknowledge as itself: the certificate names {:?}",
+                    tail::shown(&cn, 64)
+                )));
+            }
+            Ok(format!("cn:{collector}"))
+        }
+        Access::Local => {
+            let uid = request
+                .extensions()
+                .get::<tonic::transport::server::UdsConnectInfo>()
+                .and_then(|i| i.peer_cred)
+                .map(|c| c.uid())
+                .ok_or_else(|| Status::permission_denied("the caller's uid is unknown"))?;
+            Ok(format!("uid:{uid}:{collector}"))
+        }
+    }
 }
 
 #[tonic::async_trait]
@@ -127,25 +248,40 @@ impl Agent for AgentService {
     ) -> Result<Response<ListSegmentsResponse>, Status> {
         self.access.check(&request, Right::Pull)?;
         let req = request.into_inner();
-        let store = self.store()?;
-        let mut segments = Vec::new();
-        for (n, path) in store.list().map_err(store_status)?.segments {
-            if n < req.from || (req.to != 0 && n > req.to) {
-                continue;
+        let limit = match req.limit {
+            0 => LIST_DEFAULT,
+            n if n > LIST_MAX => {
+                return Err(Status::invalid_argument(format!(
+                    "limit {n} is over {LIST_MAX}"
+                )))
             }
-            let bytes = store.read_path(&path).map_err(store_status)?;
-            let header = SegmentHeader::parse(&bytes)
-                .map_err(|e| Status::data_loss(format!("segment {n}: {e}")))?;
-            segments.push(SegmentSummary {
-                number: n,
-                first_index: header.first_index,
-                entry_count: header.entry_count,
-                size: bytes.len() as u64,
-                header_digest: header.digest().0.to_vec(),
-                seal_time_ns: header.seal_time_ns,
-            });
+            n => n,
+        } as usize;
+        let to = req.to.unwrap_or(u64::MAX);
+        if req.from > to {
+            return Err(Status::invalid_argument(format!(
+                "from {} is after to {to}",
+                req.from
+            )));
         }
-        Ok(Response::new(ListSegmentsResponse { segments }))
+        let listing = self.store()?.list().map_err(store_status)?;
+        let mut in_range = listing
+            .segments
+            .into_iter()
+            .filter(|(n, _)| *n >= req.from && *n <= to);
+        let mut segments = Vec::new();
+        for (n, path) in in_range.by_ref().take(limit) {
+            match summary(n, &path).await {
+                Ok(s) => segments.push(s),
+                // Deleted by retention since the listing: not there any more.
+                Err(s) if s.code() == tonic::Code::NotFound => {}
+                Err(s) => return Err(s),
+            }
+        }
+        Ok(Response::new(ListSegmentsResponse {
+            segments,
+            more: in_range.next().is_some(),
+        }))
     }
 
     type PullSegmentsStream = Stream_<Segment>;
@@ -157,38 +293,49 @@ impl Agent for AgentService {
         self.access.check(&request, Right::Pull)?;
         let req = request.into_inner();
         let store = self.store()?;
+        // A cursor below what is stored would silently skip the deleted range: say so instead.
+        if let Some((first, _)) = store.list().map_err(store_status)?.segments.first() {
+            if req.from_segment < *first {
+                let mut status = Status::out_of_range(format!(
+                    "segment {} is no longer stored (retention); the first available is {first}",
+                    req.from_segment
+                ));
+                status
+                    .metadata_mut()
+                    .insert(FIRST_SEGMENT_KEY, MetadataValue::from(*first));
+                return Err(status);
+            }
+        }
         let mut head = self.shared.head.clone();
-        let (tx, rx) = mpsc::channel(CLIENT_BUFFER);
+        let mut shutdown = self.shared.shutdown.clone();
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         tokio::spawn(async move {
             let mut cursor = req.from_segment;
-            loop {
-                let listing = match store.list() {
-                    Ok(l) => l,
-                    Err(e) => {
-                        let _ = tx.send(Err(store_status(e))).await;
-                        return;
+            let result: Result<(), Status> = async {
+                loop {
+                    let listing = store.list().map_err(store_status)?;
+                    let from = cursor;
+                    for (n, path) in listing.segments.into_iter().filter(|(n, _)| *n >= from) {
+                        tokio::select! {
+                            sent = send_segment(&tx, n, &path) => if !sent? { return Ok(()) },
+                            _ = stopped(&mut shutdown) => return Err(stopping()),
+                        }
+                        cursor = n + 1;
                     }
-                };
-                let from = cursor;
-                for (n, path) in listing.segments.into_iter().filter(|(n, _)| *n >= from) {
-                    // Exact stored bytes: the client verifies them, we never re-encode.
-                    let item = store
-                        .read_path(&path)
-                        .map(|data| Segment { number: n, data })
-                        .map_err(store_status);
-                    if tx.send(item).await.is_err() {
-                        return; // the client went away
+                    if !req.follow {
+                        return Ok(());
                     }
-                    cursor = n + 1;
+                    tokio::select! {
+                        changed = head.changed() => if changed.is_err() { return Err(stopping()) },
+                        _ = tokio::time::sleep(FOLLOW_POLL) => {}
+                        _ = tx.closed() => return Ok(()),
+                        _ = stopped(&mut shutdown) => return Err(stopping()),
+                    }
                 }
-                if !req.follow {
-                    return;
-                }
-                tokio::select! {
-                    changed = head.changed() => if changed.is_err() { return },
-                    _ = tokio::time::sleep(FOLLOW_POLL) => {}
-                    _ = tx.closed() => return,
-                }
+            }
+            .await;
+            if let Err(status) = result {
+                let _ = tx.send(Err(status)).await;
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
@@ -199,21 +346,39 @@ impl Agent for AgentService {
         request: Request<AckSegmentsRequest>,
     ) -> Result<Response<AckSegmentsResponse>, Status> {
         self.access.check(&request, Right::Pull)?;
-        let req = request.into_inner();
-        if !valid_collector_name(&req.collector) {
+        let collector = request.get_ref().collector.clone();
+        if !valid_collector_name(&collector) {
             return Err(Status::invalid_argument(
                 "collector name must be 1-64 of [A-Za-z0-9._-], not starting with '.'",
             ));
         }
+        let identity = ack_identity(&self.access, &request, &collector)?;
+        let up_to = request.get_ref().up_to;
+        match self.shared.head.borrow().last_segment {
+            Some((last, _)) if up_to <= last => {}
+            Some((last, _)) => {
+                return Err(Status::out_of_range(format!(
+                    "up_to {up_to} is past the newest sealed segment {last}"
+                )))
+            }
+            None => {
+                return Err(Status::out_of_range(
+                    "no segment is sealed yet: nothing to acknowledge",
+                ))
+            }
+        }
         let dir = self.shared.data_dir.join("acks");
+        let file = identity.replace(':', "+");
         let write = || -> std::io::Result<()> {
             std::fs::create_dir_all(&dir)?;
-            let tmp = dir.join(format!(".{}.tmp", req.collector));
-            std::fs::write(&tmp, format!("{}\n", req.up_to))?;
-            std::fs::rename(&tmp, dir.join(&req.collector))
+            let tmp = dir.join(format!(".{file}.tmp"));
+            std::fs::write(&tmp, format!("{up_to}\n"))?;
+            std::fs::rename(&tmp, dir.join(&file))
         };
         write().map_err(|e| Status::internal(format!("recording the acknowledgement: {e}")))?;
-        Ok(Response::new(AckSegmentsResponse {}))
+        Ok(Response::new(AckSegmentsResponse {
+            recorded_as: identity,
+        }))
     }
 
     async fn get_checkpoint(
@@ -260,27 +425,33 @@ impl Agent for AgentService {
     ) -> Result<Response<Self::TailStream>, Status> {
         self.access.check(&request, Right::Tail)?;
         let filter = request.into_inner().filter.unwrap_or_default();
-        let mut events = self.shared.events.subscribe();
-        let (tx, rx) = mpsc::channel(CLIENT_BUFFER);
+        let mut sub = self.shared.tail.subscribe(filter).map_err(|e| match e {
+            SubscribeError::Filter(e) => Status::invalid_argument(e.to_string()),
+            SubscribeError::TooMany(_) => Status::resource_exhausted(e.to_string()),
+            SubscribeError::Stopped => stopping(),
+        })?;
+        let mut shutdown = self.shared.shutdown.clone();
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         tokio::spawn(async move {
             loop {
-                let message = match events.recv().await {
-                    Ok(ev) if tail::matches(&filter, &ev) => {
-                        tail_message::Message::EventJson(ev.json.clone())
+                let item = tokio::select! {
+                    item = sub.next() => item,
+                    _ = tx.closed() => return,
+                    _ = stopped(&mut shutdown) => {
+                        let _ = tx.send(Err(stopping())).await;
+                        return;
                     }
-                    Ok(_) => continue,
-                    // This client fell behind the broadcast buffer: tell it how much it missed.
-                    Err(RecvError::Lagged(n)) => tail_message::Message::Missed(n),
-                    Err(RecvError::Closed) => return,
                 };
-                if tx
-                    .send(Ok(TailMessage {
-                        message: Some(message),
-                    }))
-                    .await
-                    .is_err()
-                {
-                    return;
+                let message = match item {
+                    Item::Event(ev) => tail_message::Message::EventJson(ev.json.clone()),
+                    Item::Missed(n) => tail_message::Message::Missed(n),
+                };
+                let sent = tx.send(Ok(TailMessage {
+                    message: Some(message),
+                }));
+                tokio::select! {
+                    r = sent => if r.is_err() { return },
+                    _ = stopped(&mut shutdown) => return,
                 }
             }
         });
@@ -296,6 +467,7 @@ impl Agent for AgentService {
         if exec_id.is_empty() {
             return Err(Status::invalid_argument("exec_id is required"));
         }
+        tail::check_exec_id(&exec_id).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let (reply, answer) = oneshot::channel();
         self.shared
             .lineage
@@ -304,15 +476,15 @@ impl Agent for AgentService {
                 reply,
             })
             .await
-            .map_err(|_| Status::unavailable("the capture loop is shutting down"))?;
+            .map_err(|_| stopping())?;
         match tokio::time::timeout(Duration::from_secs(5), answer).await {
             Ok(Ok(Some(lineage))) => Ok(Response::new(lineage)),
             Ok(Ok(None)) => Err(Status::not_found(format!(
                 "no image {exec_id} in the process table"
             ))),
-            Ok(Err(_)) => Err(Status::unavailable("the capture loop is shutting down")),
+            Ok(Err(_)) => Err(stopping()),
             Err(_) => Err(Status::deadline_exceeded(
-                "the capture loop did not answer in time",
+                "the capture thread did not answer in time",
             )),
         }
     }
