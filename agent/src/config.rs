@@ -80,7 +80,7 @@ tail_clients = ["*"]
 # many matching events it missed.
 tail_buffer = 4096
 # Bytes queued for each Tail client (the events' JSON and the fields filters look at).
-tail_buffer_bytes = 1048576
+tail_buffer_bytes = 262144
 # Tail streams open at once; one more is refused (RESOURCE_EXHAUSTED). Tail memory is at most
 # tail_max_streams × tail_buffer_bytes.
 tail_max_streams = 32
@@ -174,7 +174,7 @@ impl Default for GrpcConfig {
             pull_clients: vec!["*".into()],
             tail_clients: vec!["*".into()],
             tail_buffer: 4096,
-            tail_buffer_bytes: 1 << 20,
+            tail_buffer_bytes: 256 << 10,
             tail_max_streams: 32,
         }
     }

@@ -189,11 +189,25 @@ async fn wait_for_stop(
     }
 }
 
+/// How much lower than capture the API threads run (`nice`): when the CPUs are busy, the
+/// scheduler gives a client's work what capture leaves, never the other way round.
+const SERVE_NICE: libc::c_int = 10;
+
 /// The serve runtime: a small multi-threaded tokio runtime for gRPC and metrics only.
 fn serve_runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("lineage-serve")
+        .on_thread_start(|| {
+            // SAFETY: plain syscalls on the calling thread (a tid is a PRIO_PROCESS target).
+            let rc = unsafe {
+                let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+                libc::setpriority(libc::PRIO_PROCESS, tid, SERVE_NICE)
+            };
+            if rc != 0 {
+                tracing::debug!(error = %std::io::Error::last_os_error(), "lowering the serve threads' priority failed");
+            }
+        })
         .enable_all()
         .build()
 }

@@ -56,7 +56,7 @@ pub struct Agent {
 
 impl Agent {
     /// Starts `lineage-agent run --print json <extra>` with a fresh data directory and no
-    /// metrics endpoint, and waits until it reports "capturing".
+    /// metrics endpoint (unless `extra` names one), and waits until it reports "capturing".
     pub fn start(extra: &[&str]) -> Agent {
         let dir = tempfile::tempdir().expect("temp data dir");
         let mut agent = Agent::start_in(dir.path(), extra);
@@ -77,10 +77,15 @@ impl Agent {
         } else {
             &["--print", "json"]
         };
+        let metrics: &[&str] = if extra.contains(&"--metrics-listen") {
+            &[]
+        } else {
+            &["--metrics-listen", ""]
+        };
         let mut child = Command::new(agent_binary())
             .arg("run")
             .args(print)
-            .args(["--metrics-listen", ""])
+            .args(metrics)
             .arg("--data-dir")
             .arg(data_dir)
             .arg("--grpc-socket")
@@ -520,4 +525,48 @@ impl Collector {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+}
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Generates Python stubs from proto/ into `dir`.
+pub fn python_stubs(dir: &Path) {
+    let ok = Command::new("python3")
+        .args(["-m", "grpc_tools.protoc", "-I"])
+        .arg(repo_root().join("proto"))
+        .arg(format!("--python_out={}", dir.display()))
+        .arg(format!("--grpc_python_out={}", dir.display()))
+        .arg("lineage/v1/agent.proto")
+        .status()
+        .expect("python3 is needed (cargo xtask setup installs grpcio-tools)")
+        .success();
+    assert!(
+        ok,
+        "grpc_tools.protoc failed: run `cargo xtask setup` to install grpcio-tools"
+    );
+}
+
+/// Runs a Python script (with the stubs on its path) and parses the JSON it prints.
+pub fn python(dir: &Path, script: &str, args: &[&str]) -> serde_json::Value {
+    let path = dir.join("client.py");
+    std::fs::write(&path, script).unwrap();
+    let out = Command::new("python3")
+        .arg(&path)
+        .args(args)
+        .env("PYTHONPATH", dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "python client failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "client printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
 }

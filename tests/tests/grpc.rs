@@ -1,58 +1,9 @@
 //! The gRPC API from the outside: a client generated from `proto/` by another language's
 //! toolchain (Python grpcio-tools), and TCP access only with a valid client certificate.
 
-use std::{
-    path::{Path, PathBuf},
-    process::Command,
-    time::Duration,
-};
+use std::{process::Command, time::Duration};
 
-use lineage_tests::{free_port, run_to_end, tls_agent_config, Agent, Pki};
-use serde_json::Value;
-
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// Generates Python stubs from proto/ into `dir`.
-fn python_stubs(dir: &Path) {
-    let ok = Command::new("python3")
-        .args(["-m", "grpc_tools.protoc", "-I"])
-        .arg(repo_root().join("proto"))
-        .arg(format!("--python_out={}", dir.display()))
-        .arg(format!("--grpc_python_out={}", dir.display()))
-        .arg("lineage/v1/agent.proto")
-        .status()
-        .expect("python3 is needed (cargo xtask setup installs grpcio-tools)")
-        .success();
-    assert!(
-        ok,
-        "grpc_tools.protoc failed: run `cargo xtask setup` to install grpcio-tools"
-    );
-}
-
-/// Runs a Python script (with the stubs on its path) and parses the JSON it prints.
-fn python(dir: &Path, script: &str, args: &[&str]) -> Value {
-    let path = dir.join("client.py");
-    std::fs::write(&path, script).unwrap();
-    let out = Command::new("python3")
-        .arg(&path)
-        .args(args)
-        .env("PYTHONPATH", dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "python client failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "client printed no JSON ({e}): {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
-}
+use lineage_tests::{free_port, python, python_stubs, run_to_end, tls_agent_config, Agent, Pki};
 
 const UNIX_CLIENT: &str = r#"
 import json, sys, grpc
@@ -62,10 +13,16 @@ sock, exec_probe = sys.argv[1], sys.argv[2]
 # stack rejects as malformed; name a plain authority instead (docs/API.md).
 stub = rpc.AgentStub(grpc.insecure_channel("unix:" + sock, options=[("grpc.default_authority", "localhost")]))
 info = stub.GetInfo(pb.GetInfoRequest())
-segments = [(s.number, s.data) for s in stub.PullSegments(pb.PullSegmentsRequest(from_segment=0, follow=False))]
+# Segments arrive in chunks (offset, size): join them back into the stored files.
+segments, parts = [], []
+for c in stub.PullSegments(pb.PullSegmentsRequest(from_segment=0, follow=False)):
+    parts.append(c.data)
+    if c.offset + len(c.data) == c.size:
+        segments.append((c.number, b"".join(parts)))
+        parts = []
 listed = [s.number for s in stub.ListSegments(pb.ListSegmentsRequest()).segments]
 try:
-    lineage = stub.GetLineage(pb.GetLineageRequest(exec_id="no-such-image"))
+    lineage = stub.GetLineage(pb.GetLineageRequest(exec_id="0badc0de-1-2"))
     missing = "found"
 except grpc.RpcError as e:
     missing = e.code().name

@@ -43,6 +43,9 @@ use crate::{
     },
 };
 
+/// Records drained per loop turn.
+const DRAIN_BATCH: usize = 4096;
+
 /// Lineage questions answered per loop turn, so a client asking in a loop cannot hold the
 /// ring buffer undrained for more than a few answers.
 const LINEAGE_PER_TURN: usize = 2;
@@ -180,7 +183,9 @@ impl Capture {
     fn drain(&mut self) -> usize {
         let now = Instant::now();
         let mut n = 0;
-        loop {
+        // A bounded batch: under a sustained storm the ring is never empty, and the loop turn
+        // (writer wake-up, Tail wake-ups and joins, lineage answers) must still come round.
+        while n < DRAIN_BATCH {
             let event = {
                 let Some(item) = self.ring.next() else { break };
                 n += 1;
@@ -288,9 +293,8 @@ impl Capture {
                 break reason;
             }
             self.fanout.refresh();
-            self.drain();
-            self.enforcer
-                .drain(&mut self.writer, self.pipeline.table());
+            let drained = self.drain();
+            self.enforcer.drain(&mut self.writer, self.pipeline.table());
             if last_reconcile.elapsed() >= self.settings.reconcile_interval {
                 last_reconcile = Instant::now();
                 self.reconcile();
@@ -303,16 +307,18 @@ impl Capture {
             }
             let stats = *self.inputs.recorder_stats.borrow();
             self.enforcer.beat(&mut self.ebpf, &stats);
-            self.wait(self.settings.poll_interval);
+            // A full batch means more is waiting: go round again at once.
+            if drained < DRAIN_BATCH {
+                self.wait(self.settings.poll_interval);
+            }
         };
         // Stop producing, then take everything already submitted and account for the rest.
         probes::detach_all(&mut self.ebpf);
-        self.drain();
+        while self.drain() == DRAIN_BATCH {}
         self.pipeline
             .close(&probes::next_sequences(&self.ebpf)?, Instant::now());
         self.reconcile();
-        self.enforcer
-            .drain(&mut self.writer, self.pipeline.table());
+        self.enforcer.drain(&mut self.writer, self.pipeline.table());
         self.enforcer.declare(&self.ebpf, &mut self.writer);
         let stats = serde_json::to_string(&self.pipeline.stats).unwrap_or_default();
         let dropped = self.writer.dropped_total;
