@@ -44,9 +44,55 @@ pub struct KernelOffsets {
     pub skc_family: u32,
     pub skc_v6_daddr: u32,
     pub skc_v6_rcv_saddr: u32,
+    /// `fdtable.max_fds`: an fd is looked up only below it.
+    pub fdtable_max_fds: u32,
+    /// `file.f_path` (`struct path { mnt, dentry }`) and `file.f_inode`.
+    pub file_f_path: u32,
+    pub file_f_inode: u32,
+    pub path_mnt: u32,
+    pub path_dentry: u32,
+    /// `dentry.d_parent`, `dentry.d_name` (`struct qstr { len, name }`) and
+    /// `dentry.d_hash.pprev` (NULL once the dentry is unhashed: the file was unlinked).
+    pub dentry_d_parent: u32,
+    pub dentry_d_name: u32,
+    pub dentry_d_hash_pprev: u32,
+    pub qstr_len: u32,
+    pub qstr_name: u32,
+    /// `vfsmount.mnt_root`; `struct mount` embeds the vfsmount at `mount_mnt` and links to its
+    /// parent mount and the dentry it is mounted on.
+    pub vfsmount_mnt_root: u32,
+    pub mount_mnt: u32,
+    pub mount_mnt_parent: u32,
+    pub mount_mnt_mountpoint: u32,
+    /// `inode.i_ino`, `inode.i_sb` → `super_block.s_dev`, `inode.i_size`, and the mtime
+    /// (`i_mtime_sec`/`i_mtime_nsec` since Linux 6.7).
+    pub inode_i_ino: u32,
+    pub inode_i_sb: u32,
+    pub sb_s_dev: u32,
+    pub inode_i_size: u32,
+    pub inode_i_mtime_sec: u32,
+    pub inode_i_mtime_nsec: u32,
+    /// `task_struct.fs` → `fs_struct.pwd` (the cwd, a `struct path`).
+    pub task_fs: u32,
+    pub fs_pwd: u32,
+    /// `task_struct.mm` → `mm_struct.arg_start`/`arg_end`/`exe_file`.
+    pub task_mm: u32,
+    pub mm_arg_start: u32,
+    pub mm_arg_end: u32,
+    pub mm_exe_file: u32,
+    /// `task_struct.loginuid`/`sessionid` (audit), `task_struct.signal` → `signal_struct.tty`
+    /// → `tty_struct.name`.
+    pub task_loginuid: u32,
+    pub task_sessionid: u32,
+    pub task_signal: u32,
+    pub signal_tty: u32,
+    pub tty_name: u32,
+    /// Saved user registers (`struct pt_regs`) holding syscall arguments 0–4 on x86_64
+    /// (`di`, `si`, `dx`, `r10`, `r8`), read at syscall exit instead of keeping them from entry.
+    pub regs_arg: [u32; 5],
 }
 
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 88);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 88 + 4 * 36);
 
 impl KernelOffsets {
     /// All zero: "not resolved" (the placeholder compiled into the eBPF object).

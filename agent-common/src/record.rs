@@ -130,6 +130,11 @@ pub struct RecordHeader {
     pub pid: u32,
     /// Thread-group id of the acting task (the process id users see).
     pub tgid: u32,
+    /// Real and effective credentials of the acting task when the record was made.
+    pub uid: u32,
+    pub gid: u32,
+    pub euid: u32,
+    pub egid: u32,
     pub _pad: u32,
 }
 
@@ -145,14 +150,21 @@ pub mod exec_flags {
     pub const ARGS_READ_FAILED: u32 = 1 << 3;
     /// A 32-bit (`int 0x80` / ia32 compat) execve: argv is an array of 32-bit pointers.
     pub const COMPAT: u32 = 1 << 4;
+    /// The executed file's path did not fit in [`super::PATH_CAP`] or was deeper than the walk.
+    pub const EXE_TRUNCATED: u32 = 1 << 5;
+    /// The process has no executable file (`mm->exe_file` unset).
+    pub const NO_EXE: u32 = 1 << 6;
+    /// The executed file was unlinked (e.g. a memfd or a deleted binary).
+    pub const EXE_DELETED: u32 = 1 << 7;
 }
 
 /// Bit 31 of a record's `syscall_nr`: the call came through the 32-bit compat entry (`int 0x80`,
 /// ia32 emulation) and the low bits are an i386 syscall number.
 pub const SYSCALL_COMPAT: u32 = 1 << 31;
 
-/// `sys_enter_execve` / `sys_enter_execveat`: argv as passed. Variable length: only the first
-/// `args_len` bytes of `args` are sent (`header.len` = offset of `args` + `args_len`).
+/// `sys_enter_execve` / `sys_enter_execveat`: argv as passed (evidence of intent; kept for a
+/// failed exec, while a successful one takes argv from the new image). Variable length: only
+/// the first `args_len` bytes of `args` are sent (`header.len` = offset of `args` + `args_len`).
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct ExecArgsRecord {
@@ -172,7 +184,14 @@ pub struct ExecArgsRecord {
     pub args: [u8; ARGS_CAP],
 }
 
-/// `sched_process_exec`: a successful exec.
+/// Bytes of a controlling terminal's name kept (`tty_struct.name`, e.g. `pts/3`).
+pub const TTY_CAP: usize = 32;
+
+/// `sched_process_exec`: a successful exec, with what the kernel itself holds for the new image:
+/// argv from the new `mm` (`arg_start..arg_end`), the executed file (`mm->exe_file`) as a path
+/// resolved from its mount and dentries plus its device, inode, size and mtime, and who runs it
+/// (audit login uid, session id, controlling terminal). Variable length: only the first
+/// `args_len` bytes of `args` are sent.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct ExecRecord {
@@ -183,20 +202,40 @@ pub struct ExecRecord {
     pub parent_tgid: u32,
     /// Start time (boot ns) of the real parent's thread-group leader.
     pub parent_start_ns: u64,
-    pub uid: u32,
-    pub gid: u32,
-    pub euid: u32,
-    pub egid: u32,
     /// cgroup v2 id of the task.
     pub cgroup_id: u64,
-    /// [`exec_flags`] bits (filename truncation).
+    /// [`exec_flags`] bits.
     pub flags: u32,
+    /// Length of `filename` (the name the caller passed, as the kernel copied it).
     pub filename_len: u32,
+    /// Length of `exe` (the executed file's resolved path).
+    pub exe_len: u32,
+    pub args_len: u32,
+    /// The executed file: device (kernel `dev_t`, major << 20 | minor) and inode.
+    pub exe_dev: u32,
+    /// Audit login uid (`task_struct.loginuid`; `u32::MAX` = unset).
+    pub loginuid: u32,
+    pub exe_ino: u64,
+    /// Size and modification time of the executed file at exec (the digest cache key).
+    pub exe_size: u64,
+    pub exe_mtime_sec: i64,
+    pub exe_mtime_nsec: u32,
+    /// Audit session id (`u32::MAX` = unset).
+    pub sessionid: u32,
     /// `comm` after the exec.
     pub comm: [u8; COMM_LEN],
-    /// The filename the kernel resolved for the new image.
+    /// Controlling terminal name, NUL-padded; empty without one.
+    pub tty: [u8; TTY_CAP],
+    /// The filename as passed to exec (the kernel's copy: `bprm->filename`).
     pub filename: [u8; PATH_CAP],
+    /// The executed file's path from its `struct file` (mount + dentry walk).
+    pub exe: [u8; PATH_CAP],
+    /// argv from the new image, each entry NUL-terminated.
+    pub args: [u8; ARGS_CAP],
 }
+
+/// Bytes of an [`ExecRecord`] before its argv.
+pub const EXEC_FIXED_LEN: usize = offset_of!(ExecRecord, args);
 
 /// `sys_exit_execve(at)` with an error.
 #[repr(C)]
@@ -283,17 +322,34 @@ pub mod net_op {
 
 /// Flags in [`FileOpRecord::trunc`].
 pub mod path_flags {
-    /// The first path did not fit in [`super::PATH_CAP`].
+    /// The first path did not fit in [`super::PATH_CAP`] (or the walk hit its depth bound).
     pub const PATH_TRUNCATED: u32 = 1 << 0;
     /// The second path (rename target) did not fit.
     pub const PATH2_TRUNCATED: u32 = 1 << 1;
-    /// A path could not be read from user memory.
+    /// A name could not be read from user memory.
     pub const PATH_UNREADABLE: u32 = 1 << 2;
+    /// A name as given did not fit in [`super::PATH_CAP`].
+    pub const GIVEN_TRUNCATED: u32 = 1 << 3;
+    /// The opened file was unlinked at the time (O_TMPFILE, deleted, memfd).
+    pub const PATH_DELETED: u32 = 1 << 4;
 }
 
-/// A file syscall and its result, emitted at syscall exit. Variable length: a single-path
-/// record ends after `path_len` bytes of `path`; a rename record after `path2_len` bytes of
-/// `path2`.
+/// Where [`FileOpRecord::path`] came from.
+pub mod path_source {
+    /// The opened file itself (fd → `struct file` → mount + dentry walk): the kernel's truth.
+    pub const FILE: u32 = 1;
+    /// The directory the name is relative to (the dirfd's file, or the cwd) resolved by the
+    /// kernel; the name itself is as given (user memory). No fd exists for the object (unlink,
+    /// rename, chmod, chown, failed opens).
+    pub const DIR: u32 = 2;
+    /// Only the name as given (an absolute name, or the directory could not be resolved).
+    pub const GIVEN: u32 = 3;
+}
+
+/// A file syscall and its result, emitted at syscall exit.
+///
+/// Variable length: a single-path record ends after `given_len` bytes of `given`; a rename
+/// record after `given2_len` bytes of `given2`.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct FileOpRecord {
@@ -308,7 +364,7 @@ pub struct FileOpRecord {
     pub flags: u32,
     /// Open mode or chmod mode.
     pub mode: u32,
-    /// Directory fd the path is relative to (-100 = the cwd).
+    /// Directory fd the name is relative to (-100 = the cwd).
     pub dirfd: i32,
     /// Directory fd of the rename target.
     pub dirfd2: i32,
@@ -317,13 +373,26 @@ pub struct FileOpRecord {
     pub gid: u32,
     /// [`path_flags`] bits.
     pub trunc: u32,
+    /// [`path_source`] of `path` (and of `path2` for a rename).
+    pub source: u32,
+    /// The opened file's device (kernel `dev_t`) and inode; 0 without an opened file.
+    pub dev: u32,
+    pub given_len: u32,
+    pub ino: u64,
+    pub given2_len: u32,
     pub path2_len: u32,
     pub path_len: u32,
     /// `path_len * 8`, placed right before `path` so the two form an LPM-trie key for the
     /// kernel-side path-prefix filter.
     pub path_prefix_bits: u32,
+    /// [`path_source::FILE`]: the opened file's path; [`path_source::DIR`]: the directory the
+    /// name is relative to; [`path_source::GIVEN`]: empty.
     pub path: [u8; PATH_CAP],
+    /// The name as the caller passed it (user memory at syscall exit: evidence of intent).
+    pub given: [u8; PATH_CAP],
+    /// rename: the target's directory and name, as for the first path.
     pub path2: [u8; PATH_CAP],
+    pub given2: [u8; PATH_CAP],
 }
 
 /// Bytes of a [`FileOpRecord`] before its first path.
@@ -608,7 +677,7 @@ pub const CLONE_THREAD: u64 = 0x0001_0000;
 
 // The layout is the contract: fail the build, on both sides, if it moves.
 const _: () = {
-    assert!(size_of::<RecordHeader>() == 48);
+    assert!(size_of::<RecordHeader>() == 64);
     assert!(offset_of!(RecordHeader, kind) == 0);
     assert!(offset_of!(RecordHeader, len) == 4);
     assert!(offset_of!(RecordHeader, seq) == 8);
@@ -617,41 +686,50 @@ const _: () = {
     assert!(offset_of!(RecordHeader, cpu) == 32);
     assert!(offset_of!(RecordHeader, pid) == 36);
     assert!(offset_of!(RecordHeader, tgid) == 40);
-    assert!(offset_of!(ExecArgsRecord, argc) == 48);
-    assert!(offset_of!(ExecArgsRecord, filename) == 72);
-    assert!(offset_of!(ExecArgsRecord, args) == 72 + PATH_CAP);
-    assert!(size_of::<ExecArgsRecord>() == 72 + PATH_CAP + ARGS_CAP);
-    assert!(offset_of!(ExecRecord, parent_start_ns) == 56);
+    assert!(offset_of!(RecordHeader, uid) == 44);
+    assert!(offset_of!(RecordHeader, egid) == 56);
+    assert!(offset_of!(ExecArgsRecord, argc) == 64);
+    assert!(offset_of!(ExecArgsRecord, filename) == 88);
+    assert!(offset_of!(ExecArgsRecord, args) == 88 + PATH_CAP);
+    assert!(size_of::<ExecArgsRecord>() == 88 + PATH_CAP + ARGS_CAP);
+    assert!(offset_of!(ExecRecord, parent_start_ns) == 72);
     assert!(offset_of!(ExecRecord, cgroup_id) == 80);
-    assert!(offset_of!(ExecRecord, comm) == 96);
-    assert!(offset_of!(ExecRecord, filename) == 112);
-    assert!(size_of::<ExecRecord>() == 112 + PATH_CAP);
-    assert!(size_of::<ExecFailedRecord>() == 56);
-    assert!(size_of::<ForkRecord>() == 72);
-    assert!(size_of::<ExitRecord>() == 56);
-    assert!(offset_of!(FileOpRecord, result) == 56);
-    assert!(offset_of!(FileOpRecord, path_prefix_bits) == 100);
-    assert!(offset_of!(FileOpRecord, path) == 104);
-    assert!(offset_of!(FileOpRecord, path2) == 104 + PATH_CAP);
-    assert!(size_of::<FileOpRecord>() == 104 + 2 * PATH_CAP);
-    assert!(offset_of!(NetRecord, fd) == 64);
-    assert!(offset_of!(NetRecord, local_addr) == 76);
-    assert!(offset_of!(NetRecord, addr) == 92);
-    assert!(size_of::<NetRecord>() == 200);
+    assert!(offset_of!(ExecRecord, exe_ino) == 112);
+    assert!(offset_of!(ExecRecord, sessionid) == 140);
+    assert!(offset_of!(ExecRecord, comm) == 144);
+    assert!(offset_of!(ExecRecord, tty) == 160);
+    assert!(offset_of!(ExecRecord, filename) == 192);
+    assert!(offset_of!(ExecRecord, exe) == 192 + PATH_CAP);
+    assert!(offset_of!(ExecRecord, args) == 192 + 2 * PATH_CAP);
+    assert!(size_of::<ExecRecord>() == 192 + 2 * PATH_CAP + ARGS_CAP);
+    assert!(size_of::<ExecFailedRecord>() == 72);
+    assert!(size_of::<ForkRecord>() == 88);
+    assert!(size_of::<ExitRecord>() == 72);
+    assert!(offset_of!(FileOpRecord, result) == 72);
+    assert!(offset_of!(FileOpRecord, ino) == 120);
+    assert!(offset_of!(FileOpRecord, path_prefix_bits) == 140);
+    assert!(offset_of!(FileOpRecord, path) == 144);
+    assert!(offset_of!(FileOpRecord, given) == 144 + PATH_CAP);
+    assert!(offset_of!(FileOpRecord, given2) == 144 + 3 * PATH_CAP);
+    assert!(size_of::<FileOpRecord>() == 144 + 4 * PATH_CAP);
+    assert!(offset_of!(NetRecord, fd) == 80);
+    assert!(offset_of!(NetRecord, local_addr) == 92);
+    assert!(offset_of!(NetRecord, addr) == 108);
+    assert!(size_of::<NetRecord>() == 216);
     assert!(size_of::<FilterConfig>() == 40);
-    assert!(offset_of!(IoUringRecord, opcode) == 72);
-    assert!(offset_of!(IoUringRecord, path_prefix_bits) == 128);
-    assert!(offset_of!(IoUringRecord, path) == 132);
-    assert!(offset_of!(IoUringRecord, addr) == 132 + 2 * PATH_CAP);
-    assert!(size_of::<IoUringRecord>() == 132 + 2 * PATH_CAP + 116);
-    assert!(size_of::<IoUringDoneRecord>() == 80);
-    assert!(size_of::<IoUringSetupRecord>() == 88);
-    assert!(offset_of!(SyscallRecord, args) == 64);
-    assert!(offset_of!(SyscallRecord, old_caps) == 176);
-    assert!(offset_of!(SyscallRecord, str1) == 200);
-    assert!(size_of::<SyscallRecord>() == 200 + 2 * PATH_CAP);
-    assert!(size_of::<SignalRecord>() == 64);
-    assert!(size_of::<CommChangeRecord>() == 88);
+    assert!(offset_of!(IoUringRecord, opcode) == 88);
+    assert!(offset_of!(IoUringRecord, path_prefix_bits) == 144);
+    assert!(offset_of!(IoUringRecord, path) == 148);
+    assert!(offset_of!(IoUringRecord, addr) == 148 + 2 * PATH_CAP);
+    assert!(size_of::<IoUringRecord>() == 148 + 2 * PATH_CAP + 116);
+    assert!(size_of::<IoUringDoneRecord>() == 96);
+    assert!(size_of::<IoUringSetupRecord>() == 104);
+    assert!(offset_of!(SyscallRecord, args) == 80);
+    assert!(offset_of!(SyscallRecord, old_caps) == 192);
+    assert!(offset_of!(SyscallRecord, str1) == 216);
+    assert!(size_of::<SyscallRecord>() == 216 + 2 * PATH_CAP);
+    assert!(size_of::<SignalRecord>() == 80);
+    assert!(size_of::<CommChangeRecord>() == 104);
     assert!(size_of::<PendingSyscall>() == 64);
     assert!(ARGS_CAP.is_power_of_two());
     assert!(PATH_CAP.is_power_of_two());

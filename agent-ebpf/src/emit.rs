@@ -6,7 +6,7 @@
 
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_pid_tgid,
+        bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
         generated::{bpf_get_smp_processor_id, bpf_ktime_get_boot_ns},
     },
     maps::ring_buf::RingBufEntry,
@@ -56,19 +56,27 @@ pub fn count_failure(kind: RecordKind) {
     }
 }
 
-/// A header for a record about the current task; takes the next sequence number.
+/// A header for a record about the current task, with its real and effective credentials;
+/// takes the next sequence number.
 #[inline(always)]
 pub fn header(kind: RecordKind, len: usize, pid: u32, tgid: u32) -> RecordHeader {
+    let task = Task::current();
+    let (euid, egid) = task.effective_ids();
+    let uid_gid = bpf_get_current_uid_gid();
     RecordHeader {
         kind: kind as u32,
         len: len as u32,
         seq: next_seq(),
         // SAFETY: the helpers have no preconditions.
         ktime_ns: unsafe { bpf_ktime_get_boot_ns() },
-        proc_start_ns: Task::current().process_start_ns(),
+        proc_start_ns: task.process_start_ns(),
         cpu: unsafe { bpf_get_smp_processor_id() },
         pid,
         tgid,
+        uid: uid_gid as u32,
+        gid: (uid_gid >> 32) as u32,
+        euid,
+        egid,
         _pad: 0,
     }
 }

@@ -1,15 +1,19 @@
-//! Exec capture: argv at syscall entry, the outcome at `sched_process_exec` or syscall exit.
+//! Exec capture from the kernel's own state of the new image.
 //!
-//! argv is only reliably readable at `sys_enter_execve(at)` (after a successful exec the old
-//! address space is gone), so the entry probe sends an `ExecArgs` record and the outcome probes
-//! send small `Exec` / `ExecFailed` records; userspace joins them by thread id, in ring order.
+//! `sched_process_exec` runs after the point of no return, in the new image: argv is read from
+//! the new `mm` (`arg_start..arg_end`, the kernel's copy, which no thread of the old image can
+//! change any more), the executed file from `mm->exe_file` (path walked from its mount and
+//! dentries, plus device, inode, size and mtime), and who runs it (audit login uid, session id,
+//! controlling terminal). The entry probe still sends the argv the caller passed (`ExecArgs`):
+//! a failed exec ran nothing, so that is all there is to record for it, joined in userspace by
+//! thread id; for a successful exec it is superseded by the new image's argv.
 //! Checked against the syscall and sched tracepoint formats of Linux 6.1 and 6.18.
 
 use core::mem::size_of;
 
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_comm, bpf_get_current_uid_gid, bpf_probe_read_user,
+        bpf_get_current_comm, bpf_probe_read_user,
         generated::{
             bpf_get_current_cgroup_id, bpf_probe_read_kernel_str, bpf_probe_read_user_str,
         },
@@ -19,13 +23,14 @@ use aya_ebpf::{
     EbpfContext,
 };
 use lineage_common::{
-    exec_flags, ExecArgsRecord, ExecFailedRecord, ExecRecord, RecordKind, ARGS_CAP,
-    EXEC_ARGS_FIXED_LEN, MAX_ARGS, PATH_CAP,
+    exec_flags, path_flags, ExecArgsRecord, ExecFailedRecord, ExecRecord, RecordKind, ARGS_CAP,
+    EXEC_ARGS_FIXED_LEN, EXEC_FIXED_LEN, MAX_ARGS, PATH_CAP, TTY_CAP,
 };
 
 use crate::{
     emit::{count_failure, header, observed_task, reserve, submit_flags},
-    maps::{EVENTS, EXEC_ARGS_SCRATCH},
+    maps::{offsets, EVENTS, EXEC_ARGS_SCRATCH, EXEC_SCRATCH},
+    path,
     task::Task,
 };
 
@@ -231,36 +236,21 @@ pub fn report_result(ret: i64) {
 }
 
 #[inline(always)]
-fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
-    let Some((pid, tgid)) = observed_task() else {
-        return Ok(());
-    };
+fn try_exec(ctx: &TracePointContext) -> Option<()> {
+    let (pid, tgid) = observed_task()?;
     // SAFETY: offsets from the sched_process_exec format.
-    let data_loc: u32 = unsafe { ctx.read_at(8) }.map_err(|e| e as i64)?;
-    let old_tid: i32 = unsafe { ctx.read_at(16) }.map_err(|e| e as i64)?;
-
-    let hdr = header(RecordKind::Exec, size_of::<ExecRecord>(), pid, tgid);
-    let Some(mut entry) = reserve::<ExecRecord>(RecordKind::Exec) else {
-        // Fail closed: an exec that cannot be recorded does not run (in enforce mode).
-        crate::enforce::exec_unrecorded(ctx);
-        return Ok(());
-    };
+    let data_loc: u32 = unsafe { ctx.read_at(8) }.ok()?;
+    let old_tid: i32 = unsafe { ctx.read_at(16) }.ok()?;
+    let rec: *mut ExecRecord = EXEC_SCRATCH.get_ptr_mut(0)?;
     let task = Task::current();
     let parent = task.real_parent();
-    let (euid, egid) = task.effective_ids();
-    let uid_gid = bpf_get_current_uid_gid();
-    let rec = entry.as_mut_ptr();
-    // SAFETY: `rec` points at a reserved, exclusively owned ring-buffer slot of the right size;
-    // every field is written before submit.
+    let off = offsets();
+    // SAFETY: `rec` is this CPU's scratch slot; kernel and user memory is read through the
+    // checked helpers.
     unsafe {
-        (*rec).header = hdr;
         (*rec).old_tid = old_tid as u32;
         (*rec).parent_tgid = parent.tgid();
         (*rec).parent_start_ns = parent.process_start_ns();
-        (*rec).uid = uid_gid as u32;
-        (*rec).gid = (uid_gid >> 32) as u32;
-        (*rec).euid = euid;
-        (*rec).egid = egid;
         (*rec).cgroup_id = bpf_get_current_cgroup_id();
         (*rec).comm = bpf_get_current_comm().unwrap_or([0; 16]);
         let src = (ctx.as_ptr() as *const u8).wrapping_add((data_loc & 0xffff) as usize);
@@ -269,19 +259,92 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
             PATH_CAP as u32,
             src.cast(),
         );
-        let len = if n > 0 {
+        (*rec).filename_len = if n > 0 {
             (n as u32 - 1) & (PATH_CAP as u32 - 1)
         } else {
             0
         };
-        (*rec).filename_len = len;
         // data_loc's high half is the kernel's length including the NUL.
-        (*rec).flags = if (data_loc >> 16) as usize > PATH_CAP {
+        let mut flags = if (data_loc >> 16) as usize > PATH_CAP {
             exec_flags::FILENAME_TRUNCATED
         } else {
             0
         };
+
+        // The executed file, as the kernel holds it.
+        let exe = task.exe_file();
+        if exe.is_null() {
+            flags |= exec_flags::NO_EXE;
+            (*rec).exe_len = 0;
+            (*rec).exe_dev = 0;
+            (*rec).exe_ino = 0;
+        } else {
+            let (walked, dev, ino) = path::resolve_file(exe, (*rec).exe.as_mut_ptr());
+            (*rec).exe_len = walked.len;
+            (*rec).exe_dev = dev;
+            (*rec).exe_ino = ino;
+            if walked.flags & path_flags::PATH_TRUNCATED != 0 {
+                flags |= exec_flags::EXE_TRUNCATED;
+            }
+            if walked.flags & path_flags::PATH_DELETED != 0 {
+                flags |= exec_flags::EXE_DELETED;
+            }
+        }
+        let inode = exe.read_ptr(off.file_f_inode);
+        (*rec).exe_size = inode.read(off.inode_i_size);
+        (*rec).exe_mtime_sec = inode.read(off.inode_i_mtime_sec);
+        (*rec).exe_mtime_nsec = inode.read(off.inode_i_mtime_nsec);
+
+        // Who: audit login uid and session, controlling terminal.
+        (*rec).loginuid = task.read(off.task_loginuid);
+        (*rec).sessionid = task.read(off.task_sessionid);
+        (*rec).tty = [0; TTY_CAP];
+        let tty = task.read_ptr(off.task_signal).read_ptr(off.signal_tty);
+        if !tty.is_null() {
+            bpf_probe_read_kernel_str(
+                (*rec).tty.as_mut_ptr().cast(),
+                TTY_CAP as u32,
+                tty.plus(off.tty_name).addr() as *const _,
+            );
+        }
+
+        // argv from the new image: the kernel's copy, laid out NUL-separated.
+        let mm = task.read_ptr(off.task_mm);
+        let start: u64 = mm.read(off.mm_arg_start);
+        let end: u64 = mm.read(off.mm_arg_end);
+        let mut args_len = end.saturating_sub(start) as usize;
+        if args_len > ARGS_CAP {
+            args_len = ARGS_CAP;
+            flags |= exec_flags::ARGS_TRUNCATED;
+        }
+        if args_len > 0
+            && bpf_probe_read_user_buf_raw((*rec).args.as_mut_ptr(), args_len, start) != 0
+        {
+            flags |= exec_flags::ARGS_READ_FAILED;
+            args_len = 0;
+        }
+        (*rec).args_len = args_len as u32;
+        (*rec).flags = flags;
+        let len = EXEC_FIXED_LEN + args_len;
+        (*rec).header = header(RecordKind::Exec, len, pid, tgid);
+        let bytes = core::slice::from_raw_parts(rec as *const u8, len);
+        if EVENTS.output::<[u8]>(bytes, submit_flags()).is_err() {
+            count_failure(RecordKind::Exec);
+            // Fail closed: an exec that cannot be recorded does not run (in enforce mode).
+            crate::enforce::exec_unrecorded(ctx);
+        }
     }
-    entry.submit(submit_flags());
-    Ok(())
+    Some(())
+}
+
+/// `bpf_probe_read_user` of `len` (1..=ARGS_CAP) bytes; 0 on success.
+#[inline(always)]
+unsafe fn bpf_probe_read_user_buf_raw(dst: *mut u8, len: usize, src: u64) -> i64 {
+    if len == 0 || len > ARGS_CAP {
+        return -1;
+    }
+    // SAFETY: `dst` has ARGS_CAP bytes; the helper validates the source.
+    unsafe {
+        aya_ebpf::helpers::generated::bpf_probe_read_user(dst.cast(), len as u32, src as *const _)
+    }
 }

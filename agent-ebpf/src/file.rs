@@ -4,33 +4,42 @@
 //! removexattr families, utime/utimes/utimensat/futimesat.
 //!
 //! Calls that name an fd instead of a path (`fchmod`, `ftruncate`, `fsetxattr`, ...) are
-//! recorded with `AT_EMPTY_PATH` and the fd in `dirfd`, as the kernel itself treats them; the
-//! path-prefix filter cannot judge them in the kernel and lets them through (over-recording,
-//! never a silent gap).
+//! recorded with `AT_EMPTY_PATH` and the fd in `dirfd`, as the kernel itself treats them; their
+//! path is the fd's file, resolved like an opened file's.
 //!
 //! `sys_enter_file` is attached to each syscall's `syscalls/sys_enter_*` tracepoint (argument
 //! `i` at offset 16 + 8·i) and keeps the arguments per thread; `sys_exit_file`, attached to the
-//! matching `sys_exit_*` tracepoints (`ret` at 16), reads the paths, applies the path-prefix
-//! filter and emits one record with the result. Paths are read at exit from the caller's
-//! memory, which a racing thread could have changed in between; the kernel's own copy is not
-//! reachable from a tracepoint.
+//! matching `sys_exit_*` tracepoints (`ret` at 16), resolves the path, applies the path-prefix
+//! filter and emits one record with the result.
+//!
+//! The path is the kernel's: a successful open's fd (or an fd-only call's fd) leads to its
+//! `struct file`, whose mount and dentries are walked (`path.rs`), so a thread that rewrites
+//! the caller's buffer cannot change it. Calls that leave no fd (unlink, rename, chmod, ...,
+//! failed opens) resolve the directory the name is relative to the same way (the dirfd's file
+//! or the cwd) and keep the name as given; the record says which (`path_source`). The names as
+//! given are always kept too, read from the caller's memory at exit: evidence of intent.
 
 use aya_ebpf::{
-    helpers::{bpf_probe_read_user, generated::bpf_probe_read_user_str},
+    helpers::{
+        bpf_probe_read_user,
+        generated::{bpf_probe_read_kernel, bpf_probe_read_user_str},
+    },
     macros::tracepoint,
     maps::lpm_trie::Key,
     programs::TracePointContext,
 };
 use lineage_common::{
-    builtin_rule, file_op, path_flags, rule_action, PendingSyscall, RecordKind, AT_EMPTY_PATH,
-    FILE_OP_FIXED_LEN, PATH_CAP,
+    builtin_rule, file_op, path_flags, path_source, rule_action, FileOpRecord, PendingSyscall,
+    RecordKind, AT_EMPTY_PATH, FILE_OP_FIXED_LEN, PATH_CAP,
 };
 
 use crate::{
     emit::{count_failure, header, observed_task, submit_flags},
     filter,
-    maps::{EVENTS, FILE_SCRATCH, PATH_FILTER, PENDING},
+    maps::{offsets, EVENTS, FILE_SCRATCH, PATH_FILTER, PENDING},
+    path,
     syscalls::nr,
+    task::Task,
 };
 
 const AT_FDCWD: i32 = -100;
@@ -297,7 +306,85 @@ pub fn sys_exit_file(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// Reads the paths of a finished call, applies the path filter and emits its record.
+/// Resolves a name that left no fd behind into `dir` (PATH_CAP bytes): the directory it is
+/// relative to, from the kernel (the dirfd's file or the cwd); an absolute name is copied
+/// instead. Returns (len, source, flags).
+#[inline(always)]
+fn resolve_name(
+    task: Task,
+    dirfd: i32,
+    given: *const u8,
+    given_len: u32,
+    dir: *mut u8,
+) -> (u32, u32, u32) {
+    // SAFETY: `given` points at a PATH_CAP-byte record buffer.
+    if given_len > 0 && unsafe { *given } == b'/' {
+        // SAFETY: both are PATH_CAP-byte record buffers.
+        unsafe { bpf_probe_read_kernel(dir.cast(), PATH_CAP as u32, given.cast()) };
+        return (given_len, path_source::GIVEN, 0);
+    }
+    let dir_path = if dirfd == AT_FDCWD {
+        task.cwd()
+    } else {
+        let file = task.file_of_fd(dirfd);
+        if file.is_null() {
+            return (0, path_source::GIVEN, 0);
+        }
+        file.plus(offsets().file_f_path)
+    };
+    let walked = path::resolve(dir_path, dir);
+    (
+        walked.len,
+        path_source::DIR,
+        walked.flags & path_flags::PATH_TRUNCATED,
+    )
+}
+
+/// Resolves the call's first path into the record from the kernel's objects: the opened file
+/// (a successful open's fd, or the fd of an fd-only call), else the directory the name is
+/// relative to. Returns (len, source, flags).
+#[inline(always)]
+unsafe fn resolve_first(
+    rec: *mut FileOpRecord,
+    pending: &PendingSyscall,
+    result: i64,
+    given_len: u32,
+) -> (u32, u32, u32) {
+    let task = Task::current();
+    let fd = if pending.op == file_op::OPEN && result >= 0 {
+        result as i32
+    } else if pending.ptr1 == 0 && pending.flags & AT_EMPTY_PATH != 0 {
+        pending.dirfd
+    } else {
+        -1
+    };
+    // SAFETY: `rec` is this CPU's scratch slot.
+    unsafe {
+        if fd >= 0 {
+            let (walked, dev, ino) =
+                path::resolve_file(task.file_of_fd(fd), (*rec).path.as_mut_ptr());
+            (*rec).dev = dev;
+            (*rec).ino = ino;
+            return (walked.len, path_source::FILE, walked.flags);
+        }
+        (*rec).dev = 0;
+        (*rec).ino = 0;
+        if pending.op == file_op::SYMLINK {
+            // The first "path" of symlink is the link's content, not a name to resolve.
+            return (0, path_source::GIVEN, 0);
+        }
+        resolve_name(
+            task,
+            pending.dirfd,
+            (*rec).given.as_ptr(),
+            given_len,
+            (*rec).path.as_mut_ptr(),
+        )
+    }
+}
+
+/// Resolves the paths of a finished call from the kernel, applies the path filter and emits
+/// its record. The names as given are read from the caller's memory too (evidence of intent).
 #[inline(always)]
 pub fn exit(pid: u32, tgid: u32, pending: &PendingSyscall, result: i64) {
     let Some(rec) = FILE_SCRATCH.get_ptr_mut(0) else {
@@ -306,42 +393,66 @@ pub fn exit(pid: u32, tgid: u32, pending: &PendingSyscall, result: i64) {
     let has_path2 = file_op::has_path2(pending.op);
     // SAFETY: `rec` is this CPU's scratch slot.
     unsafe {
-        let (path_len, mut trunc) = read_path(
+        let (given_len, mut trunc) = read_path(
             pending.ptr1,
-            (*rec).path.as_mut_ptr(),
-            path_flags::PATH_TRUNCATED,
+            (*rec).given.as_mut_ptr(),
+            path_flags::GIVEN_TRUNCATED,
         );
+        (*rec).given_len = given_len;
+        let (path_len, source, flags) = resolve_first(rec, pending, result, given_len);
+        trunc |= flags;
         (*rec).path_len = path_len;
+        (*rec).source = source;
         (*rec).path_prefix_bits = path_len * 8;
-        // The longest configured prefix decides; with include-only paths, no match drops.
-        let key = &*(&raw const (*rec).path_prefix_bits as *const Key<[u8; PATH_CAP]>);
-        // An fd-only call has no path to judge (see the module docs).
-        let judged = pending.ptr1 != 0;
-        match PATH_FILTER.get(key).copied() {
-            Some(rule) if judged && rule.action == rule_action::EXCLUDE => {
-                filter::count(rule.rule_id);
-                return;
+        // A whole path (the kernel's, or an absolute name) is judged here: the longest
+        // configured prefix decides; with include-only paths, no match drops. A directory
+        // alone is not the object; the agent judges the joined name.
+        if source != path_source::DIR && path_len > 0 {
+            let key = &*(&raw const (*rec).path_prefix_bits as *const Key<[u8; PATH_CAP]>);
+            match PATH_FILTER.get(key).copied() {
+                Some(rule) if rule.action == rule_action::EXCLUDE => {
+                    filter::count(rule.rule_id);
+                    return;
+                }
+                None if filter::config().path_default_exclude != 0 => {
+                    filter::count(builtin_rule::PATH_NOT_INCLUDED);
+                    return;
+                }
+                _ => {}
             }
-            None if judged && filter::config().path_default_exclude != 0 => {
-                filter::count(builtin_rule::PATH_NOT_INCLUDED);
-                return;
-            }
-            _ => {}
         }
+        let mut given2_len = 0;
         let mut path2_len = 0;
         if has_path2 {
             let (len2, t2) = read_path(
                 pending.ptr2,
-                (*rec).path2.as_mut_ptr(),
+                (*rec).given2.as_mut_ptr(),
                 path_flags::PATH2_TRUNCATED,
             );
-            path2_len = len2;
+            given2_len = len2;
             trunc |= t2;
+            // The second string is a path for rename/link/symlink, an xattr name otherwise.
+            if matches!(
+                pending.op,
+                file_op::RENAME | file_op::LINK | file_op::SYMLINK
+            ) {
+                let (plen2, _, f2) = resolve_name(
+                    Task::current(),
+                    pending.dirfd2,
+                    (*rec).given2.as_ptr(),
+                    len2,
+                    (*rec).path2.as_mut_ptr(),
+                );
+                path2_len = plen2;
+                if f2 != 0 {
+                    trunc |= path_flags::PATH2_TRUNCATED;
+                }
+            }
         }
         let len = if has_path2 {
-            FILE_OP_FIXED_LEN + PATH_CAP + (path2_len as usize & (PATH_CAP - 1))
+            FILE_OP_FIXED_LEN + 3 * PATH_CAP + (given2_len as usize & (PATH_CAP - 1))
         } else {
-            FILE_OP_FIXED_LEN + (path_len as usize & (PATH_CAP - 1))
+            FILE_OP_FIXED_LEN + PATH_CAP + (given_len as usize & (PATH_CAP - 1))
         };
         (*rec).header = header(RecordKind::FileOp, len, pid, tgid);
         (*rec).op = pending.op;
@@ -354,6 +465,7 @@ pub fn exit(pid: u32, tgid: u32, pending: &PendingSyscall, result: i64) {
         (*rec).uid = pending.uid;
         (*rec).gid = pending.gid;
         (*rec).trunc = trunc;
+        (*rec).given2_len = given2_len;
         (*rec).path2_len = path2_len;
         let bytes = core::slice::from_raw_parts(rec as *const u8, len);
         if EVENTS.output::<[u8]>(bytes, submit_flags()).is_err() {

@@ -17,6 +17,7 @@ mod fork;
 mod io_uring;
 mod maps;
 mod net;
+mod path;
 mod sec;
 mod syscalls;
 mod task;

@@ -5,9 +5,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use lineage_common::{
-    CaptureOffsets, ExecArgsRecord, FileOpRecord, FilterConfig, FilterRule, Ids, IoUringRecord,
-    IoUringTpFields, KernelOffsets, PendingSyscall, SyscallRecord, COMM_LEN, FILTER_SLOTS,
-    KIND_SLOTS, PATH_CAP,
+    CaptureOffsets, ExecArgsRecord, ExecRecord, FileOpRecord, FilterConfig, FilterRule, Ids,
+    IoUringRecord, IoUringTpFields, KernelOffsets, PendingSyscall, SyscallRecord, COMM_LEN,
+    FILTER_SLOTS, KIND_SLOTS, PATH_CAP,
 };
 
 /// The single ring buffer every record goes through (one MPSC queue keeps cross-CPU order).
@@ -93,6 +93,38 @@ pub static SEND_PEERS: LruHashMap<PeerKey, u8> = LruHashMap::with_max_entries(81
 
 #[map]
 pub static PEER_INSERTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-CPU scratch space for building one exec record.
+#[map]
+pub static EXEC_SCRATCH: PerCpuArray<ExecRecord> = PerCpuArray::with_max_entries(1, 0);
+
+/// End of the path-walk area in [`WALK_SCRATCH`] (`PATH_MAX`): names are written back to front
+/// from here.
+pub const WALK_END: usize = 4096;
+
+/// Per-CPU state of a path walk (see `path.rs`).
+#[map]
+pub static WALK_SCRATCH: PerCpuArray<WalkScratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// Where a path walk is: kept in the map, not on the stack, so every `bpf_loop` step looks
+/// alike to the verifier.
+#[repr(C)]
+pub struct WalkState {
+    pub mnt: usize,
+    pub dentry: usize,
+    /// Start of the path written so far in `buf` (it grows towards 0).
+    pub pos: u64,
+    /// 1 once the root of the mount namespace (or of a detached tree) is reached.
+    pub complete: u64,
+}
+
+/// The walk's state and the buffer it builds the path in, with slack so a name written at any
+/// offset below [`WALK_END`] (and a record-sized copy from any such offset) stays inside it.
+#[repr(C)]
+pub struct WalkScratch {
+    pub state: WalkState,
+    pub buf: [u8; WALK_END + PATH_CAP],
+}
 
 /// Filter settings, rewritten by the agent at runtime (slot 0).
 #[map]

@@ -1,9 +1,13 @@
-//! Reading `task_struct` fields through the offsets the agent resolved from BTF.
+//! Reading kernel structs (`task_struct` and what hangs off it) through the offsets the agent
+//! resolved from BTF.
 //!
 //! Rust eBPF has no CO-RE field relocations, so each read goes through `bpf_probe_read_kernel` at
 //! a load-time offset. A failed read yields zero: a missing field must never stop the record.
 
-use aya_ebpf::helpers::{bpf_probe_read_kernel, generated::bpf_get_current_task};
+use aya_ebpf::helpers::{
+    bpf_probe_read_kernel,
+    generated::{bpf_get_current_task, bpf_get_current_task_btf, bpf_task_pt_regs},
+};
 
 use crate::maps::offsets;
 
@@ -21,6 +25,51 @@ impl Task {
     #[inline(always)]
     pub fn from_ptr(ptr: *const u8) -> Self {
         Task(ptr)
+    }
+
+    #[inline(always)]
+    pub fn null() -> Self {
+        Task(core::ptr::null())
+    }
+
+    #[inline(always)]
+    pub fn is_null(self) -> bool {
+        self.0.is_null()
+    }
+
+    #[inline(always)]
+    pub fn addr(self) -> usize {
+        self.0 as usize
+    }
+
+    /// The pointer `delta` bytes further (a member's address).
+    #[inline(always)]
+    pub fn plus(self, delta: u32) -> Task {
+        Task(self.0.wrapping_add(delta as usize))
+    }
+
+    /// The pointer `delta` bytes before (`container_of`).
+    #[inline(always)]
+    pub fn minus(self, delta: u32) -> Task {
+        Task(self.0.wrapping_sub(delta as usize))
+    }
+
+    /// The current task's saved user registers (`struct pt_regs`): at syscall exit they still
+    /// hold the syscall's arguments, so no entry probe has to keep them.
+    #[inline(always)]
+    pub fn current_user_regs() -> Self {
+        // SAFETY: the helpers have no preconditions; the result is only read through
+        // `bpf_probe_read_kernel`.
+        Task(unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const u8)
+    }
+
+    /// Syscall argument `i` (0–4) from saved user registers.
+    #[inline(always)]
+    pub fn syscall_arg(self, i: usize) -> u64 {
+        match offsets().regs_arg.get(i) {
+            Some(&off) => self.read(off),
+            None => 0,
+        }
     }
 
     #[inline(always)]
@@ -77,16 +126,20 @@ impl Task {
         self.0.wrapping_add(offset as usize)
     }
 
-    /// The `struct file` behind file descriptor `fd` of this task.
+    /// The `struct file` behind file descriptor `fd` of this task (null if there is none).
     #[inline(always)]
     pub fn file_of_fd(self, fd: i32) -> Task {
         let off = offsets();
         if fd < 0 {
-            return Task(core::ptr::null());
+            return Task::null();
         }
         let fdt = self.read_ptr(off.task_files).read_ptr(off.files_fdt);
-        let fd_array = fdt.read_ptr(off.fdtable_fd);
-        fd_array.read_ptr((fd as u32).wrapping_mul(8))
+        let max: u32 = fdt.read(off.fdtable_max_fds);
+        if fd as u32 >= max {
+            return Task::null();
+        }
+        fdt.read_ptr(off.fdtable_fd)
+            .read_ptr((fd as u32).wrapping_mul(8))
     }
 
     /// The `struct sock` behind file descriptor `fd` of this task, if it is a socket.
@@ -104,5 +157,19 @@ impl Task {
         let off = offsets();
         let cred = self.read_ptr(off.task_cred);
         (cred.read(off.cred_euid), cred.read(off.cred_egid))
+    }
+
+    /// The task's current directory as a `struct path` address (`fs->pwd`).
+    #[inline(always)]
+    pub fn cwd(self) -> Task {
+        let off = offsets();
+        self.read_ptr(off.task_fs).plus(off.fs_pwd)
+    }
+
+    /// The executable file of the task's address space (`mm->exe_file`).
+    #[inline(always)]
+    pub fn exe_file(self) -> Task {
+        let off = offsets();
+        self.read_ptr(off.task_mm).read_ptr(off.mm_exe_file)
     }
 }

@@ -49,7 +49,7 @@ fn ten_thousand_execs_are_on_a_verified_chain() {
     let execs = events
         .iter()
         .filter(|e| {
-            e["kind"] == "exec" && e["parent_exec_id"] == shell_exec && e["binary"] == "/bin/true"
+            e["kind"] == "exec" && e["parent_exec_id"] == shell_exec && e["filename"] == "/bin/true"
         })
         .count();
     let lost = declared_exec_loss(&events);

@@ -50,7 +50,10 @@ fn known_tree_links_parents_and_exit_codes() {
         echo["parent_exec_id"], inner["exec_id"],
         "echo's parent is the inner sh"
     );
-    assert_eq!(echo["binary"], "/bin/echo");
+    // The binary is the file the kernel executed (its resolved path), the filename as given.
+    let echo_file = std::fs::canonicalize("/bin/echo").unwrap();
+    assert_eq!(echo["binary"], echo_file.to_str().unwrap());
+    assert_eq!(echo["filename"], "/bin/echo");
     assert_eq!(echo["ancestors"][0], inner["exec_id"]);
     assert_eq!(echo["ancestors"][1], outer_exec["exec_id"]);
 
@@ -97,7 +100,7 @@ fn exec_storm_is_complete_or_declares_its_loss() {
     let shell_exec = run.execs_of(shell)[0]["exec_id"].clone();
     let seen = run
         .of_kind("exec")
-        .filter(|e| e["parent_exec_id"] == shell_exec && e["binary"] == "/bin/true")
+        .filter(|e| e["parent_exec_id"] == shell_exec && e["filename"] == "/bin/true")
         .count();
     let lost = run.declared_loss("exec");
     println!("exec storm: {seen} of {N} execs seen, {lost} exec records declared lost");
@@ -130,7 +133,7 @@ fn loss_under_a_stalled_reader_is_declared_exactly() {
         .filter(|e| {
             shell_exec.is_some()
                 && e["parent_exec_id"] == *shell_exec.as_ref().unwrap()
-                && e["binary"] == "/bin/true"
+                && e["filename"] == "/bin/true"
         })
         .count();
     let lost = run.declared_loss("exec");
@@ -238,7 +241,8 @@ fn huge_argv_is_truncated_and_flagged_and_the_agent_keeps_running() {
     let huge = run
         .of_kind("exec")
         .find(|e| {
-            e["binary"] == "/bin/true" && Run::argv(e).get(1).is_some_and(|a| a.starts_with("xxxx"))
+            e["filename"] == "/bin/true"
+                && Run::argv(e).get(1).is_some_and(|a| a.starts_with("xxxx"))
         })
         .expect("exec with the 200 KiB argv");
     assert_eq!(huge["args_truncated"], true);
@@ -250,17 +254,18 @@ fn huge_argv_is_truncated_and_flagged_and_the_agent_keeps_running() {
         "argv is captured up to exactly the 4096-byte cap"
     );
 
+    // argv comes from the new image's memory: every entry up to the byte cap, no entry cap.
     let long_list = run
         .of_kind("exec")
-        .find(|e| e["binary"] == "/bin/true" && Run::argv(e).get(1).is_some_and(|a| a == "0"))
+        .find(|e| e["filename"] == "/bin/true" && Run::argv(e).get(1).is_some_and(|a| a == "0"))
         .expect("exec with 300 arguments");
-    assert_eq!(long_list["args_truncated"], true);
+    assert_eq!(long_list["args_truncated"], false);
     assert_eq!(
         Run::argv(long_list).len(),
-        128,
-        "argv capture stops at 128 entries"
+        301,
+        "all 300 arguments and argv[0]"
     );
-    assert_eq!(Run::argv(long_list)[127], "126");
+    assert_eq!(Run::argv(long_list)[300], "299");
 
     exec_with_argv(&run, &["/bin/echo", "still-capturing"]);
 }

@@ -9,7 +9,7 @@ use lineage_common::{
     file_op, CommChangeRecord, ExecArgsRecord, ExecFailedRecord, ExecRecord, ExitRecord,
     FileOpRecord, ForkRecord, IoUringDoneRecord, IoUringRecord, IoUringSetupRecord, NetRecord,
     RecordHeader, RecordKind, SignalRecord, SyscallRecord, ARGS_CAP, EXEC_ARGS_FIXED_LEN,
-    FILE_OP_FIXED_LEN, PATH_CAP,
+    EXEC_FIXED_LEN, FILE_OP_FIXED_LEN, PATH_CAP,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -67,6 +67,24 @@ unsafe impl Wire for IoUringSetupRecord {}
 unsafe impl Wire for SyscallRecord {}
 unsafe impl Wire for SignalRecord {}
 unsafe impl Wire for CommChangeRecord {}
+unsafe impl Wire for FileOpRecord {}
+
+/// A variable-length record: the bytes sent, copied into a zeroed full-size `T` (the unsent
+/// tail stays zero).
+fn read_prefix<T: Wire>(bytes: &[u8], what: &'static str, fixed: usize) -> Result<T, DecodeError> {
+    if bytes.len() < fixed {
+        return Err(DecodeError::Short {
+            what,
+            len: bytes.len(),
+            need: fixed,
+        });
+    }
+    let mut full = vec![0u8; size_of::<T>()];
+    let n = bytes.len().min(full.len());
+    full[..n].copy_from_slice(&bytes[..n]);
+    // SAFETY: `full` has size_of::<T>() bytes; `T: Wire` accepts every bit pattern.
+    Ok(unsafe { std::ptr::read_unaligned(full.as_ptr().cast::<T>()) })
+}
 
 fn read<T: Wire>(bytes: &[u8], what: &'static str) -> Result<T, DecodeError> {
     if bytes.len() < size_of::<T>() {
@@ -116,11 +134,17 @@ impl FileOp {
         FileOp(Box::new(rec))
     }
 
+    /// The kernel's path (see `path_source`).
     pub fn path(&self) -> &[u8] {
         &self.0.path[..self.0.path_len as usize]
     }
 
-    /// The second path or name (rename/link target, symlink path, xattr name); empty for
+    /// The name as the caller passed it.
+    pub fn given(&self) -> &[u8] {
+        &self.0.given[..self.0.given_len as usize]
+    }
+
+    /// The second path's directory (or whole absolute path) for rename/link/symlink; empty for
     /// other operations.
     pub fn path2(&self) -> &[u8] {
         if file_op::has_path2(self.0.op) {
@@ -128,6 +152,54 @@ impl FileOp {
         } else {
             &[]
         }
+    }
+
+    /// The second name as the caller passed it; empty for operations without one.
+    pub fn given2(&self) -> &[u8] {
+        if file_op::has_path2(self.0.op) {
+            &self.0.given2[..self.0.given2_len as usize]
+        } else {
+            &[]
+        }
+    }
+}
+
+/// A successful exec, with its strings bounded by their lengths.
+#[derive(Clone)]
+pub struct Exec(Box<ExecRecord>);
+
+impl Exec {
+    /// The filename passed to exec (the kernel's copy).
+    pub fn filename(&self) -> &[u8] {
+        &self.0.filename[..self.0.filename_len as usize]
+    }
+
+    /// The executed file's path, from the kernel.
+    pub fn exe(&self) -> &[u8] {
+        &self.0.exe[..self.0.exe_len as usize]
+    }
+
+    /// argv from the new image.
+    pub fn argv(&self) -> Vec<String> {
+        let args = &self.0.args[..self.0.args_len as usize];
+        let args = args.strip_suffix(&[0]).unwrap_or(args);
+        if args.is_empty() {
+            return Vec::new();
+        }
+        args.split(|&b| b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect()
+    }
+
+    pub fn tty(&self) -> String {
+        c_str(&self.0.tty)
+    }
+}
+
+impl std::ops::Deref for Exec {
+    type Target = ExecRecord;
+    fn deref(&self) -> &ExecRecord {
+        &self.0
     }
 }
 
@@ -141,7 +213,7 @@ impl std::ops::Deref for FileOp {
 #[derive(Clone)]
 pub enum Record {
     ExecArgs(ExecArgs),
-    Exec(Box<ExecRecord>),
+    Exec(Exec),
     ExecFailed(ExecFailedRecord),
     Fork(ForkRecord),
     Exit(ExitRecord),
@@ -204,11 +276,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
     }
     Ok(match kind {
         RecordKind::ExecArgs => Record::ExecArgs(decode_exec_args(header, bytes)?),
-        RecordKind::Exec => {
-            let rec: ExecRecord = read(bytes, "exec record")?;
-            check_len("exec filename", rec.filename_len as usize, PATH_CAP)?;
-            Record::Exec(Box::new(rec))
-        }
+        RecordKind::Exec => Record::Exec(decode_exec(bytes)?),
         RecordKind::ExecFailed => Record::ExecFailed(read(bytes, "exec_failed record")?),
         RecordKind::Fork => Record::Fork(read(bytes, "fork record")?),
         RecordKind::Exit => Record::Exit(read(bytes, "exit record")?),
@@ -276,27 +344,36 @@ fn decode_exec_args(header: RecordHeader, bytes: &[u8]) -> Result<ExecArgs, Deco
     })
 }
 
-fn decode_file_op(bytes: &[u8]) -> Result<FileOp, DecodeError> {
-    let need = FILE_OP_FIXED_LEN;
-    if bytes.len() < need {
-        return Err(DecodeError::Short {
-            what: "file record",
-            len: bytes.len(),
-            need,
+fn decode_exec(bytes: &[u8]) -> Result<Exec, DecodeError> {
+    let rec: ExecRecord = read_prefix(bytes, "exec record", EXEC_FIXED_LEN)?;
+    check_len("exec filename", rec.filename_len as usize, PATH_CAP)?;
+    check_len("exec exe path", rec.exe_len as usize, PATH_CAP)?;
+    check_len("exec argv", rec.args_len as usize, ARGS_CAP)?;
+    let expected = EXEC_FIXED_LEN + rec.args_len as usize;
+    if expected != bytes.len() {
+        return Err(DecodeError::LengthMismatch {
+            kind: RecordKind::Exec,
+            declared: expected,
+            actual: bytes.len(),
         });
     }
-    // Copy what was sent into a zeroed full record: the tail past the paths is not sent.
-    let mut full = [0u8; size_of::<FileOpRecord>()];
-    let n = bytes.len().min(full.len());
-    full[..n].copy_from_slice(&bytes[..n]);
-    // SAFETY: FileOpRecord is repr(C), integers and byte arrays only, no padding.
-    let rec: FileOpRecord = unsafe { std::ptr::read_unaligned(full.as_ptr().cast()) };
-    check_len("file path", rec.path_len as usize, PATH_CAP - 1)?;
-    check_len("file path2", rec.path2_len as usize, PATH_CAP - 1)?;
+    Ok(Exec(Box::new(rec)))
+}
+
+fn decode_file_op(bytes: &[u8]) -> Result<FileOp, DecodeError> {
+    let rec: FileOpRecord = read_prefix(bytes, "file record", FILE_OP_FIXED_LEN)?;
+    for (field, len) in [
+        ("file path", rec.path_len),
+        ("file given name", rec.given_len),
+        ("file path2", rec.path2_len),
+        ("file given name2", rec.given2_len),
+    ] {
+        check_len(field, len as usize, PATH_CAP - 1)?;
+    }
     let expected = if file_op::has_path2(rec.op) {
-        FILE_OP_FIXED_LEN + PATH_CAP + rec.path2_len as usize
+        FILE_OP_FIXED_LEN + 3 * PATH_CAP + rec.given2_len as usize
     } else {
-        FILE_OP_FIXED_LEN + rec.path_len as usize
+        FILE_OP_FIXED_LEN + PATH_CAP + rec.given_len as usize
     };
     if expected != bytes.len() {
         return Err(DecodeError::LengthMismatch {
@@ -405,14 +482,18 @@ mod tests {
         let mut rec: FileOpRecord = unsafe { std::mem::zeroed() };
         rec.op = op;
         rec.path_len = path.len() as u32;
+        rec.given_len = path.len() as u32;
         rec.path2_len = path2.len() as u32;
+        rec.given2_len = path2.len() as u32;
         rec.path[..path.len()].copy_from_slice(path);
+        rec.given[..path.len()].copy_from_slice(path);
         rec.path2[..path2.len()].copy_from_slice(path2);
+        rec.given2[..path2.len()].copy_from_slice(path2);
         rec.result = 3;
-        let len = if op == file_op::RENAME {
-            FILE_OP_FIXED_LEN + PATH_CAP + path2.len()
+        let len = if file_op::has_path2(op) {
+            FILE_OP_FIXED_LEN + 3 * PATH_CAP + path2.len()
         } else {
-            FILE_OP_FIXED_LEN + path.len()
+            FILE_OP_FIXED_LEN + PATH_CAP + path.len()
         };
         rec.header = header(RecordKind::FileOp, len);
         // SAFETY: plain old data.
@@ -440,6 +521,7 @@ mod tests {
             panic!()
         };
         assert_eq!((f.path(), f.path2()), (&b"a"[..], &b"bb"[..]));
+        assert_eq!((f.given(), f.given2()), (&b"a"[..], &b"bb"[..]));
         let mut bad = file_op_bytes(file_op::OPEN, b"/tmp/x", b"");
         bad.pop();
         let len = bad.len() as u32;

@@ -25,33 +25,73 @@ pub struct Event {
     pub cpu: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seq: Option<u64>,
+    /// Real and effective credentials of the acting task when the kernel made the record
+    /// (absent for snapshot and loss events, which no task made).
+    #[serde(flatten)]
+    pub creds: Option<Creds>,
     #[serde(flatten)]
     pub detail: Detail,
+}
+
+/// Real and effective user and group ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Creds {
+    pub uid: u32,
+    pub gid: u32,
+    pub euid: u32,
+    pub egid: u32,
+}
+
+impl Creds {
+    pub fn of(h: &lineage_common::RecordHeader) -> Self {
+        Creds {
+            uid: h.uid,
+            gid: h.gid,
+            euid: h.euid,
+            egid: h.egid,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Detail {
     Exec {
+        /// The executed file's path, resolved by the kernel from `mm->exe_file` (for a script:
+        /// its interpreter).
         binary: String,
-        /// The filename as the caller passed it (may be relative).
+        /// The executed file's device (`major:minor`) and inode.
+        dev: String,
+        ino: u64,
+        /// The file was unlinked when it ran (a memfd, a deleted binary).
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        binary_deleted: bool,
+        /// The filename as the caller passed it (the kernel's copy; may be relative,
+        /// `/dev/fd/N`, a script).
         filename: String,
+        /// argv from the new image's memory (the kernel's copy).
         argv: Vec<String>,
         args_truncated: bool,
         #[serde(skip_serializing_if = "Option::is_none")]
         previous_exec_id: Option<ExecId>,
         comm: String,
         ppid: u32,
-        uid: u32,
-        gid: u32,
-        euid: u32,
-        egid: u32,
         cgroup_id: u64,
-        /// False when the entry record with argv was lost or not seen.
+        /// False when argv could not be read from the new image.
         args_captured: bool,
         /// The exec was called through the 32-bit (`int 0x80`) entry.
         #[serde(skip_serializing_if = "std::ops::Not::not")]
         compat: bool,
+        /// Audit login uid (`auid`): the user who logged in, kept across su/sudo; absent when
+        /// unset.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        loginuid: Option<u32>,
+        /// Audit session id; absent when unset.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        sessionid: Option<u32>,
+        /// Controlling terminal (e.g. `pts/3`); absent without one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        tty: Option<String>,
     },
     ExecFailed {
         filename: String,
@@ -100,18 +140,31 @@ pub enum Detail {
         device: Option<u32>,
         #[serde(skip_serializing_if = "Option::is_none")]
         length: Option<u64>,
-        /// The path as the caller passed it.
+        /// The absolute path. With `path_source` `file`, the opened file's own path from the
+        /// kernel (fd → struct file → mount + dentry walk). With `dir+name`, the directory the
+        /// name is relative to as the kernel resolved it, joined with the name as given and
+        /// normalised lexically (`.`, `..`, `//`). With `name`, the name as given, normalised.
         path: String,
-        /// The absolute path, resolved against the directory fd or the cwd (from /proc at the
-        /// time the agent read the record); absent when that was not possible.
+        /// `file`, `dir+name` or `name` (see `path`).
+        path_source: &'static str,
+        /// The name as the caller passed it, when it differs from `path`: evidence of intent,
+        /// read from the caller's memory at syscall exit.
         #[serde(skip_serializing_if = "Option::is_none")]
-        path_resolved: Option<String>,
+        path_given: Option<String>,
+        /// The opened file's device (`major:minor`) and inode (`path_source` `file` only).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        dev: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        ino: Option<u64>,
+        /// The opened file was unlinked at the time (O_TMPFILE, deleted, memfd).
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        deleted: bool,
         /// rename/link: the new path; symlink: the link created (`path` is its target text);
         /// setxattr/removexattr: the attribute name. As passed, and resolved when a path.
         #[serde(skip_serializing_if = "Option::is_none")]
         path2: Option<String>,
         #[serde(skip_serializing_if = "Option::is_none")]
-        path2_resolved: Option<String>,
+        path2_given: Option<String>,
         /// Raw syscall flags (open flags, unlinkat/renameat2/fchownat flags).
         flags: u32,
         /// open: the flags by name, e.g. `O_WRONLY|O_CREAT`.

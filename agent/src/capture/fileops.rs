@@ -6,7 +6,7 @@ use std::{
     path::{Component, Path, PathBuf},
 };
 
-use lineage_common::{file_op, net_op, path_flags, NetRecord, AT_EMPTY_PATH};
+use lineage_common::{file_op, net_op, path_flags, path_source, NetRecord, AT_EMPTY_PATH};
 
 use crate::{
     capture::decode::FileOp,
@@ -81,15 +81,22 @@ pub fn normalize(path: &Path) -> PathBuf {
     out
 }
 
-/// The absolute form of `path` for process `tgid`: relative paths are joined to the directory
-/// fd's target or the cwd as /proc shows them now (the process may have moved on: best effort).
-pub fn resolve(proc_root: &Path, tgid: u32, dirfd: i32, path: &str) -> Option<String> {
-    if path.is_empty() {
+/// `major:minor` of a kernel `dev_t` (`MINORBITS` = 20).
+pub fn dev_text(dev: u32) -> String {
+    format!("{}:{}", dev >> 20, dev & 0xf_ffff)
+}
+
+/// The absolute path of a name that left no fd: joined to the directory the kernel resolved
+/// (`dir`, empty when it could not), or for a relative name whose directory is unknown, to the
+/// directory fd or cwd as /proc shows it now (best effort: the process may have moved on).
+fn join(proc_root: &Path, tgid: u32, dirfd: i32, dir: &[u8], given: &str) -> Option<String> {
+    if given.is_empty() {
         return None;
     }
-    let p = Path::new(path);
-    let base = if p.is_absolute() {
+    let base = if given.starts_with('/') {
         PathBuf::from("/")
+    } else if !dir.is_empty() {
+        PathBuf::from(String::from_utf8_lossy(dir).into_owned())
     } else {
         let link = if dirfd == AT_FDCWD {
             format!("{tgid}/cwd")
@@ -98,7 +105,29 @@ pub fn resolve(proc_root: &Path, tgid: u32, dirfd: i32, path: &str) -> Option<St
         };
         std::fs::read_link(proc_root.join(link)).ok()?
     };
-    Some(normalize(&base.join(p)).to_string_lossy().into_owned())
+    Some(normalize(&base.join(given)).to_string_lossy().into_owned())
+}
+
+/// The path of one side of a file record and where it came from.
+fn resolved(
+    proc_root: &Path,
+    tgid: u32,
+    source: u32,
+    dirfd: i32,
+    path: &[u8],
+    given: &str,
+) -> (String, &'static str) {
+    match source {
+        path_source::FILE => (String::from_utf8_lossy(path).into_owned(), "file"),
+        path_source::DIR => (
+            join(proc_root, tgid, dirfd, path, given).unwrap_or_else(|| given.to_owned()),
+            "dir+name",
+        ),
+        _ => (
+            join(proc_root, tgid, dirfd, &[], given).unwrap_or_else(|| given.to_owned()),
+            "name",
+        ),
+    }
 }
 
 pub fn errno_of(result: i64) -> (Option<i32>, Option<&'static str>) {
@@ -112,27 +141,35 @@ pub fn errno_of(result: i64) -> (Option<i32>, Option<&'static str>) {
 
 pub fn file_detail(f: &FileOp, proc_root: &Path) -> Detail {
     let tgid = f.header.tgid;
-    let path = String::from_utf8_lossy(f.path()).into_owned();
-    let on_fd = f.flags & AT_EMPTY_PATH != 0 && path.is_empty();
-    let path_resolved = if on_fd {
-        // The fd's file as /proc shows it now (best effort, like relative paths).
-        std::fs::read_link(proc_root.join(format!("{tgid}/fd/{}", f.dirfd)))
-            .ok()
-            .map(|p| p.to_string_lossy().into_owned())
+    let given = String::from_utf8_lossy(f.given()).into_owned();
+    let on_fd = f.flags & AT_EMPTY_PATH != 0 && given.is_empty();
+    let (path, path_source) = if f.op == file_op::SYMLINK {
+        // symlink's first string is the link's content, not a name.
+        (given.clone(), "content")
     } else {
-        resolve(proc_root, tgid, f.dirfd, &path)
+        resolved(proc_root, tgid, f.source, f.dirfd, f.path(), &given)
     };
-    let (path2, path2_resolved) = if file_op::has_path2(f.op) {
-        let p2 = String::from_utf8_lossy(f.path2()).into_owned();
-        // An xattr name is not a path.
-        let r2 = matches!(f.op, file_op::RENAME | file_op::LINK | file_op::SYMLINK)
-            .then(|| resolve(proc_root, tgid, f.dirfd2, &p2))
-            .flatten();
-        (Some(p2), r2)
+    let (path2, path2_given) = if file_op::has_path2(f.op) {
+        let given2 = String::from_utf8_lossy(f.given2()).into_owned();
+        if matches!(f.op, file_op::RENAME | file_op::LINK | file_op::SYMLINK) {
+            // The second path never has an fd: its directory, or the name alone when absolute.
+            let source2 = if f.path2().is_empty() || given2.starts_with('/') {
+                path_source::GIVEN
+            } else {
+                path_source::DIR
+            };
+            let (p2, _) = resolved(proc_root, tgid, source2, f.dirfd2, f.path2(), &given2);
+            let differs = p2 != given2;
+            (Some(p2), differs.then_some(given2))
+        } else {
+            // An xattr name is not a path.
+            (Some(given2), None)
+        }
     } else {
         (None, None)
     };
     let is_open = f.op == file_op::OPEN;
+    let from_file = f.source == path_source::FILE;
     let mode = match f.op {
         file_op::OPEN if f.flags & 0o100 != 0 => Some(f.mode),
         file_op::CHMOD | file_op::MKDIR | file_op::MKNOD => Some(f.mode),
@@ -149,10 +186,14 @@ pub fn file_detail(f: &FileOp, proc_root: &Path) -> Detail {
         on_fd: on_fd.then_some(f.dirfd),
         device: (f.op == file_op::MKNOD).then_some(f.uid),
         length: (f.op == file_op::TRUNCATE).then(|| u64::from(f.uid) | u64::from(f.gid) << 32),
+        path_given: (given != path).then_some(given),
         path,
-        path_resolved,
+        path_source,
+        dev: from_file.then(|| dev_text(f.dev)),
+        ino: from_file.then_some(f.ino),
+        deleted: f.trunc & path_flags::PATH_DELETED != 0,
         path2,
-        path2_resolved,
+        path2_given,
         flags: f.flags,
         flags_text: is_open.then(|| open_flags_text(f.flags)),
         mode,
@@ -164,6 +205,7 @@ pub fn file_detail(f: &FileOp, proc_root: &Path) -> Detail {
         truncated: f.trunc
             & (path_flags::PATH_TRUNCATED
                 | path_flags::PATH2_TRUNCATED
+                | path_flags::GIVEN_TRUNCATED
                 | path_flags::PATH_UNREADABLE)
             != 0,
     }
@@ -295,16 +337,33 @@ mod tests {
             PathBuf::from("/a/c/d")
         );
         assert_eq!(normalize(Path::new("/../x")), PathBuf::from("/x"));
+        let proc = Path::new("/proc");
         assert_eq!(
-            resolve(Path::new("/proc"), 1, AT_FDCWD, "/etc/../etc/passwd").as_deref(),
+            join(proc, 1, AT_FDCWD, b"", "/etc/../etc/passwd").as_deref(),
             Some("/etc/passwd")
+        );
+        assert_eq!(
+            join(proc, 1, 3, b"/srv/data", "../x//y").as_deref(),
+            Some("/srv/x/y")
         );
         let me = std::process::id();
         let cwd = std::env::current_dir().unwrap();
         assert_eq!(
-            resolve(Path::new("/proc"), me, AT_FDCWD, "x/y").unwrap(),
+            join(proc, me, AT_FDCWD, b"", "x/y").unwrap(),
             cwd.join("x/y").to_string_lossy()
         );
+        assert_eq!(
+            resolved(
+                proc,
+                1,
+                path_source::FILE,
+                AT_FDCWD,
+                b"/etc/hostname",
+                "//x"
+            ),
+            ("/etc/hostname".to_string(), "file")
+        );
+        assert_eq!(dev_text((8 << 20) | 3), "8:3");
     }
 
     #[test]

@@ -9,7 +9,7 @@ use lineage_common::{exec_flags, RecordKind, CLONE_THREAD, KIND_SLOTS};
 
 use crate::{
     capture::decode::{self, c_str, ExecArgs, Record},
-    capture::event::{errno_name, split_exit_code, Detail, Event},
+    capture::event::{errno_name, split_exit_code, Creds, Detail, Event},
     capture::fileops,
     capture::lineage::{self, ExecId, ExecInfo, ProcEntry, ProcessTable},
     capture::loss::{LossReport, SequenceTracker},
@@ -78,6 +78,7 @@ impl Pipeline {
                     exec_id: Some(id),
                     cpu: None,
                     seq: None,
+                    creds: None,
                     detail: Detail::Snapshot {
                         binary: img.binary,
                         argv: img.argv,
@@ -140,6 +141,7 @@ impl Pipeline {
             exec_id: Some(exec_id),
             cpu: Some(h.cpu),
             seq: Some(h.seq),
+            creds: Some(Creds::of(&h)),
             detail,
         }
     }
@@ -161,6 +163,7 @@ impl Pipeline {
                 exec_id,
                 cpu: Some(h.cpu),
                 seq: Some(h.seq),
+                creds: Some(Creds::of(&h)),
                 detail,
             }
         };
@@ -174,18 +177,15 @@ impl Pipeline {
                 None
             }
             Record::Exec(rec) => {
+                // argv comes from the new image itself; the entry-time copy only says whether
+                // the call came through the 32-bit entry.
                 let args = self.pending_args.remove(&rec.old_tid);
-                let binary = String::from_utf8_lossy(&rec.filename[..rec.filename_len as usize])
-                    .into_owned();
-                let (argv, filename, args_truncated) = match &args {
-                    Some(a) => (
-                        a.argv(),
-                        String::from_utf8_lossy(&a.filename).into_owned(),
-                        a.flags & (exec_flags::ARGS_TRUNCATED | exec_flags::ARGS_TOO_MANY) != 0,
-                    ),
-                    None => (Vec::new(), binary.clone(), false),
-                };
+                let binary = String::from_utf8_lossy(rec.exe()).into_owned();
+                let filename = String::from_utf8_lossy(rec.filename()).into_owned();
+                let argv = rec.argv();
                 let comm = c_str(&rec.comm);
+                let unset = |v: u32| (v != u32::MAX).then_some(v);
+                let tty = rec.tty();
                 let image = self.table.on_exec(ExecInfo {
                     tgid: h.tgid,
                     process_start_ns: h.proc_start_ns,
@@ -195,27 +195,29 @@ impl Pipeline {
                     binary: binary.clone(),
                     argv: argv.clone(),
                     comm: comm.clone(),
-                    uid: rec.uid,
+                    uid: h.uid,
                     cgroup_id: rec.cgroup_id,
                     container: lineage::container_of(&self.proc_root, h.tgid),
                 });
                 let detail = Detail::Exec {
                     binary,
+                    dev: fileops::dev_text(rec.exe_dev),
+                    ino: rec.exe_ino,
+                    binary_deleted: rec.flags & exec_flags::EXE_DELETED != 0,
                     filename,
                     argv,
-                    args_truncated,
+                    args_truncated: rec.flags & exec_flags::ARGS_TRUNCATED != 0,
                     previous_exec_id: image.previous_exec_id.clone(),
                     comm,
                     ppid: rec.parent_tgid,
-                    uid: rec.uid,
-                    gid: rec.gid,
-                    euid: rec.euid,
-                    egid: rec.egid,
                     cgroup_id: rec.cgroup_id,
-                    args_captured: args.is_some(),
+                    args_captured: rec.flags & exec_flags::ARGS_READ_FAILED == 0,
                     compat: args
                         .as_ref()
                         .is_some_and(|a| a.flags & exec_flags::COMPAT != 0),
+                    loginuid: unset(rec.loginuid),
+                    sessionid: unset(rec.sessionid),
+                    tty: (!tty.is_empty()).then_some(tty),
                 };
                 Some(base(Some(image.exec_id), &self.table, detail))
             }
@@ -396,6 +398,7 @@ impl Pipeline {
             ancestors: Vec::new(),
             cpu: None,
             seq: None,
+            creds: None,
             detail: Detail::Loss {
                 loss_cpu: r.cpu,
                 ranges: r.gaps.iter().map(|g| (g.from, g.to)).collect(),

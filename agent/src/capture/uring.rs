@@ -127,10 +127,13 @@ pub fn detail(rec: &IoUringRecord, res: Option<i64>, proc_root: &Path) -> Detail
         f.dirfd = rec.fd;
     }
     f.trunc = rec.trunc & 0xff;
-    f.path_len = rec.path_len;
-    f.path2_len = rec.path2_len;
-    f.path = rec.path;
-    f.path2 = rec.path2;
+    // The names are the kernel's copies (struct filename) but still as given: relative ones are
+    // joined to the directory in userspace.
+    f.source = lineage_common::path_source::GIVEN;
+    f.given_len = rec.path_len;
+    f.given2_len = rec.path2_len;
+    f.given = rec.path;
+    f.given2 = rec.path2;
     let mut d = fileops::file_detail(&FileOp::from_record(f), proc_root);
     if let Detail::File {
         io_uring, syscall, ..

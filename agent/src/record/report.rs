@@ -194,6 +194,7 @@ mod tests {
             ancestors: vec![],
             cpu: None,
             seq: None,
+            creds: None,
             detail: Detail::Loss {
                 loss_cpu: 1,
                 ranges,

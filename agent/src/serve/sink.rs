@@ -75,9 +75,10 @@ fn text_line(event: &Event, table: &ProcessTable) -> String {
     let t = event.time_ns as f64 / 1e9;
     let who = chain(event, table);
     match &event.detail {
-        Detail::Exec {
-            argv, binary, uid, ..
-        } => format!("[{t:.6}] exec   {who} {binary} {argv:?} uid={uid}"),
+        Detail::Exec { argv, binary, .. } => {
+            let uid = event.creds.map(|c| c.uid).unwrap_or_default();
+            format!("[{t:.6}] exec   {who} {binary} {argv:?} uid={uid}")
+        }
         Detail::ExecFailed {
             filename, error, ..
         } => format!("[{t:.6}] exec!  {who} {filename} {error}"),
@@ -110,12 +111,11 @@ fn text_line(event: &Event, table: &ProcessTable) -> String {
         Detail::File {
             op,
             path,
-            path_resolved,
             path2,
             error,
             ..
         } => {
-            let shown = path_resolved.as_deref().unwrap_or(path);
+            let shown = path;
             let to = path2
                 .as_deref()
                 .map(|p| format!(" → {p}"))
