@@ -94,8 +94,10 @@ net_ops = ["connect", "accept", "bind", "listen", "send"]
 # creates only: ["O_WRONLY", "O_RDWR", "O_CREAT", "O_TRUNC"].
 open_flags = []
 # Absolute path prefixes; the longest matching prefix decides. With include_paths set, a path
-# under no include prefix is not recorded. Relative paths only match include/exclude rules
-# through their literal text.
+# under no include prefix is not recorded. An opened file is judged by its real path (the
+# kernel's struct file), however it was spelled; calls that leave no fd (unlink, rename,
+# chmod, ...) are judged on the name as given, so a symlinked or /proc/self/root spelling
+# can escape a rule there (docs/COVERAGE.md).
 include_paths = []
 exclude_paths = []
 # only_uid = 1000 / except_uid = 0, only_cgroup = <id> / except_cgroup = <id>

@@ -283,6 +283,17 @@ pub fn verify_with_key(dir: &std::path::Path, key: &std::path::Path) -> (i32, Va
 }
 
 /// Every entry on the chain, decoded by `lineagectl entries --json`.
+/// How many events the FILTER count entries on a chain say rule `rule` suppressed.
+pub fn filtered_by_rule(entries: &[Value], rule: u64) -> u64 {
+    entries
+        .iter()
+        .filter(|e| e["kind"] == "FILTER" && e["form"] == "counts")
+        .flat_map(|e| e["counts"].as_array().cloned().unwrap_or_default())
+        .filter(|c| c["rule_id"] == rule)
+        .map(|c| c["suppressed"].as_u64().unwrap())
+        .sum()
+}
+
 pub fn chain_entries(data_dir: &std::path::Path) -> Vec<Value> {
     let out = Command::new(lineagectl_binary())
         .arg("entries")

@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use lineage_tests::{chain_entries, chain_events, verify, Agent, Run};
+use lineage_tests::{chain_entries, chain_events, filtered_by_rule, verify, Agent, Run};
 use serde_json::Value;
 
 fn mine<'a>(run: &'a Run, kind: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
@@ -179,17 +179,6 @@ fn file_operations_through_a_relative_path_are_recorded_with_absolute_paths() {
     for e in [&open, &rename, &chmod, &unlink] {
         assert!(e.get("errno").is_none(), "{} succeeded: {e}", e["op"]);
     }
-}
-
-/// Sums the per-rule counts of every FILTER counts entry on the chain.
-fn filtered_by_rule(entries: &[Value], rule: u64) -> u64 {
-    entries
-        .iter()
-        .filter(|e| e["kind"] == "FILTER" && e["form"] == "counts")
-        .flat_map(|e| e["counts"].as_array().cloned().unwrap_or_default())
-        .filter(|c| c["rule_id"] == rule)
-        .map(|c| c["suppressed"].as_u64().unwrap())
-        .sum()
 }
 
 #[test]
