@@ -200,6 +200,19 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap()
 }
 
+/// Samples `pid`'s RSS every 250 ms for `span`; the thread returns the peak (KiB).
+fn peak_rss_sampler(pid: u32, span: Duration) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let start = std::time::Instant::now();
+        let mut peak = 0;
+        while start.elapsed() < span {
+            peak = peak.max(rss_kib(pid));
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        peak
+    })
+}
+
 /// Writes `segments` full 16 MiB segments onto the agent's chain (its own host id and key), so
 /// the next start continues a log of that size.
 fn grow_log(data_dir: &Path, segments: usize) {
@@ -255,17 +268,7 @@ fn api_abuse_does_not_change_capture_loss() {
 
     // The storm alone grows the agent (writer queue, open segment, journal buffers): sample it
     // too, so what the 20 streams and the abuse cost is measured against the same storm.
-    let quiet_sampler = {
-        let pid = agent.pid();
-        std::thread::spawn(move || {
-            let mut peak = 0;
-            for _ in 0..60 {
-                peak = peak.max(rss_kib(pid));
-                std::thread::sleep(Duration::from_millis(250));
-            }
-            peak
-        })
-    };
+    let quiet_sampler = peak_rss_sampler(agent.pid(), Duration::from_secs(15));
     let (quiet, quiet_records, quiet_rate) = loss_during_storm(&client, port, opens);
     let quiet_peak = quiet_sampler.join().unwrap();
 
@@ -284,17 +287,7 @@ fn api_abuse_does_not_change_capture_loss() {
         .unwrap();
     std::thread::sleep(Duration::from_secs(4));
     let mut peak_rss = rss_kib(agent.pid());
-    let sampler = {
-        let pid = agent.pid();
-        std::thread::spawn(move || {
-            let mut peak = 0;
-            for _ in 0..40 {
-                peak = peak.max(rss_kib(pid));
-                std::thread::sleep(Duration::from_millis(250));
-            }
-            peak
-        })
-    };
+    let sampler = peak_rss_sampler(agent.pid(), Duration::from_secs(10));
     let (abused, abused_records, abused_rate) = loss_during_storm(&client, port, opens);
     peak_rss = peak_rss.max(sampler.join().unwrap());
     let out = {

@@ -376,17 +376,7 @@ pub fn read_counts(ebpf: &Ebpf) -> Result<Vec<u64>, FilterError> {
             map: "FILTERED",
             source,
         })?;
-    (0..FILTER_SLOTS)
-        .map(|slot| {
-            counters
-                .get(&slot, 0)
-                .map(|v| v.iter().sum())
-                .map_err(|source| FilterError::Map {
-                    map: "FILTERED",
-                    source,
-                })
-        })
-        .collect()
+    sum_slots(&counters)
 }
 
 /// The FILTERED counters through a file descriptor of its own, so the writer thread can read
@@ -410,18 +400,25 @@ impl CountsReader {
     }
 
     pub fn read(&self) -> Result<Vec<u64>, FilterError> {
-        (0..FILTER_SLOTS)
-            .map(|slot| {
-                self.0
-                    .get(&slot, 0)
-                    .map(|v| v.iter().sum())
-                    .map_err(|source| FilterError::Map {
-                        map: "FILTERED",
-                        source,
-                    })
-            })
-            .collect()
+        sum_slots(&self.0)
     }
+}
+
+/// Each FILTERED slot summed over the CPUs.
+fn sum_slots<T: std::borrow::Borrow<MapData>>(
+    counters: &PerCpuArray<T, u64>,
+) -> Result<Vec<u64>, FilterError> {
+    (0..FILTER_SLOTS)
+        .map(|slot| {
+            counters
+                .get(&slot, 0)
+                .map(|v| v.iter().sum())
+                .map_err(|source| FilterError::Map {
+                    map: "FILTERED",
+                    source,
+                })
+        })
+        .collect()
 }
 
 /// Tracks what was last recorded, to write FILTER entries with deltas only.
