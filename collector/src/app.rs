@@ -143,12 +143,32 @@ pub async fn run(cfg: Config, shutdown: watch::Receiver<bool>) -> Result<(), App
         };
         tasks.push(tokio::spawn(task.run(shutdown.clone())));
     }
+    let metrics = match cfg.metrics_listen {
+        Some(addr) => {
+            // The board refreshes every second; three missed refreshes mean it is stuck.
+            let endpoint = lineage_ops::Endpoint::new(Duration::from_secs(3));
+            match lineage_ops::serve(addr, endpoint.clone()).await {
+                Ok(_) => Some(endpoint),
+                // Someone else on the port must not stop collection: metrics are a convenience.
+                Err(e) => {
+                    warn!("metrics endpoint on {addr} not started: {e}; collecting without it");
+                    None
+                }
+            }
+        }
+        None => None,
+    };
     let board = StatusBoard {
         collector: cfg.name.clone(),
         witness_key_id,
         agents: statuses,
         path: cfg.status_path.clone(),
         heartbeat_timeout: cfg.heartbeat_timeout,
+        metrics,
+        store_dir: match &cfg.store {
+            StoreConfig::Fs { path } => Some(path.clone()),
+            StoreConfig::S3(_) => None,
+        },
     };
     tasks.push(tokio::spawn(board.run(shutdown.clone())));
     info!(

@@ -20,17 +20,20 @@ name = "collector"
 # The collector's own Ed25519 witness key; generated (mode 0600) if the file is missing.
 key_path = "/var/lib/lineage-collector/witness.key"
 # An agent that sends no new segment for this long is reported silent (agents seal a
-# heartbeat segment every 10 s by default).
+# heartbeat segment every 10 s by default). Range: 1 to 86400 seconds.
 heartbeat_timeout_secs = 60
 # Status of every agent (cursor, silence, findings), rewritten every second as JSON.
 status_path = "/var/lib/lineage-collector/status.json"
 # Largest gRPC message accepted from an agent (one segment, as stored). Larger ones are refused
 # before they are buffered. Agents seal at 16 MiB by default (evidence.seal_max_bytes), so a
-# segment is at most that plus one entry; at most 1 GiB (the format's limit).
+# segment is at most that plus one entry. Range: 65536 to 1 GiB + 1 KiB (the format's limit).
 max_message_bytes = 33554432
 # Bytes of rejected segment copies kept under <host>/quarantine/ per host; beyond it only the
-# finding is written (the copy is dropped and the drop is logged).
+# finding is written (the copy is dropped and the drop is logged). Range: 0 to 1 TiB.
 quarantine_max_bytes = 67108864
+# Prometheus endpoint (/metrics, /healthz, /readyz). Plain HTTP, so loopback addresses only;
+# "" disables it. Series: docs/OPERATIONS.md.
+metrics_listen = "127.0.0.1:9465"
 
 [store]
 # "fs": a local directory (the default); "s3": an S3-compatible bucket.
@@ -131,6 +134,13 @@ pub struct CollectorSection {
     /// Quarantine budget per host.
     #[serde(default = "default_quarantine")]
     pub quarantine_max_bytes: u64,
+    /// Metrics listen address (loopback), "" to disable.
+    #[serde(default = "default_metrics_listen")]
+    pub metrics_listen: String,
+}
+
+fn default_metrics_listen() -> String {
+    "127.0.0.1:9465".into()
 }
 
 fn default_heartbeat_timeout() -> u64 {
@@ -141,6 +151,10 @@ fn default_heartbeat_timeout() -> u64 {
 pub const DEFAULT_MAX_MESSAGE: u64 = 32 << 20;
 /// Default `quarantine_max_bytes`: 64 MiB.
 pub const DEFAULT_QUARANTINE: u64 = 64 << 20;
+/// Largest `heartbeat_timeout_secs`: a day.
+pub const MAX_HEARTBEAT_TIMEOUT: u64 = 86_400;
+/// Largest `quarantine_max_bytes`: 1 TiB.
+pub const MAX_QUARANTINE: u64 = 1 << 40;
 /// Smallest `max_message_bytes` (a segment header and a few entries).
 pub const MIN_MAX_MESSAGE: u64 = 64 << 10;
 
@@ -223,6 +237,8 @@ pub struct Config {
     pub max_message_bytes: usize,
     /// Quarantine budget per host.
     pub quarantine_max_bytes: u64,
+    /// Metrics endpoint address, if enabled.
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// Where segments go.
     pub store: StoreConfig,
     /// The agents to pull from.
@@ -335,22 +351,43 @@ impl FileConfig {
                 "must be 1-64 letters, digits, '-', '_' or '.', not starting with '.'",
             ));
         }
-        if c.heartbeat_timeout_secs == 0 {
+        if !(1..=MAX_HEARTBEAT_TIMEOUT).contains(&c.heartbeat_timeout_secs) {
             return Err(invalid(
                 "collector.heartbeat_timeout_secs",
-                "must be at least 1",
+                format!(
+                    "{} is out of range: must be 1 to {MAX_HEARTBEAT_TIMEOUT} seconds",
+                    c.heartbeat_timeout_secs
+                ),
+            ));
+        }
+        if c.quarantine_max_bytes > MAX_QUARANTINE {
+            return Err(invalid(
+                "collector.quarantine_max_bytes",
+                format!(
+                    "{} is out of range: must be 0 to {MAX_QUARANTINE} bytes",
+                    c.quarantine_max_bytes
+                ),
             ));
         }
         let max_message = lineage_evidence::segment::MAX_SEGMENT_LEN + 1024;
         if !(MIN_MAX_MESSAGE..=max_message).contains(&c.max_message_bytes) {
             return Err(invalid(
                 "collector.max_message_bytes",
-                format!("must be between {MIN_MAX_MESSAGE} and {max_message}"),
+                format!(
+                    "{} is out of range: must be {MIN_MAX_MESSAGE} to {max_message} bytes",
+                    c.max_message_bytes
+                ),
             ));
         }
         if c.key_path.as_os_str().is_empty() {
             return Err(invalid("collector.key_path", "must not be empty"));
         }
+        let metrics_listen = lineage_ops::loopback_address(&c.metrics_listen).map_err(|e| {
+            invalid(
+                "collector.metrics_listen",
+                format!("{:?}: {e}", c.metrics_listen),
+            )
+        })?;
         let store = self.store.validate()?;
         if self.agents.is_empty() {
             return Err(invalid(
@@ -446,6 +483,7 @@ impl FileConfig {
             status_path: c.status_path,
             max_message_bytes: usize::try_from(c.max_message_bytes).unwrap_or(usize::MAX),
             quarantine_max_bytes: c.quarantine_max_bytes,
+            metrics_listen,
             store,
             agents,
         })
@@ -620,6 +658,10 @@ mod tests {
             (
                 format!("[collector]\nname = \"c\"\nkey_path = \"/k\"\nheartbeat_timeout_secs = 0\n{store}[[agents]]\nname = \"a\"\nendpoint = \"unix:///a\"\n"),
                 "collector.heartbeat_timeout_secs",
+            ),
+            (
+                format!("[collector]\nname = \"c\"\nkey_path = \"/k\"\nmetrics_listen = \"0.0.0.0:9465\"\n{store}[[agents]]\nname = \"a\"\nendpoint = \"unix:///a\"\n"),
+                "collector.metrics_listen",
             ),
         ];
         for (text, key) in cases {

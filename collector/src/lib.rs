@@ -14,6 +14,7 @@
 //! - [`cosigner`]: the C2SP tlog-witness checks and timestamped cosignatures of checkpoints.
 //! - [`puller`]: one task per agent.
 //! - [`status`]: per-agent status, silence detection and the status file.
+//! - [`metrics`]: the Prometheus page rendered from that status.
 //! - [`app`]: wiring and lifecycle.
 
 pub mod app;
@@ -22,6 +23,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod cosigner;
+pub mod metrics;
 pub mod puller;
 pub mod state;
 pub mod status;

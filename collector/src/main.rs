@@ -24,13 +24,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Run { config } => {
-            tracing_subscriber::fmt()
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_from_env("LINEAGE_LOG")
-                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-                )
-                .with_writer(std::io::stderr)
-                .init();
+            lineage_ops::logging::init(cli.log_format.parse()?)?;
             let cfg = Config::load(&config)?;
             // One TLS implementation (ring) for both gRPC and S3.
             let _ = rustls::crypto::ring::default_provider().install_default();

@@ -195,6 +195,10 @@ pub struct StatusBoard {
     pub path: Option<PathBuf>,
     /// Silence threshold.
     pub heartbeat_timeout: Duration,
+    /// The metrics endpoint's state, refreshed every tick; `None` when metrics are off.
+    pub metrics: Option<lineage_ops::Endpoint>,
+    /// The store directory (fs stores), for its free-space gauges.
+    pub store_dir: Option<PathBuf>,
 }
 
 impl StatusBoard {
@@ -209,6 +213,10 @@ impl StatusBoard {
                 a.clone()
             })
             .collect();
+        if let Some(endpoint) = &self.metrics {
+            let page = crate::metrics::render(&self.collector, &agents, self.store_dir.as_deref());
+            endpoint.update(page, lineage_ops::Health::default());
+        }
         let Some(path) = &self.path else { return };
         let file = StatusFile {
             collector: &self.collector,
@@ -255,6 +263,8 @@ mod tests {
             agents: vec![s.clone()],
             path: None,
             heartbeat_timeout: Duration::from_millis(10),
+            metrics: None,
+            store_dir: None,
         };
         board.tick();
         assert!(!s.lock().unwrap().silent);

@@ -76,6 +76,26 @@ pub enum Outcome {
 }
 
 impl FindingKind {
+    /// Every kind, so counters (collector metrics) can start at zero for each.
+    pub const ALL: [FindingKind; 13] = {
+        use FindingKind::*;
+        [
+            Modified,
+            BadSignature,
+            UnknownKey,
+            Fork,
+            Malformed,
+            Reordered,
+            Replayed,
+            MissingSegments,
+            Truncated,
+            UnexplainedGap,
+            DeclaredLoss,
+            Unwitnessed,
+            Rollback,
+        ]
+    };
+
     /// The outcome class this finding puts a report in.
     pub fn outcome(self) -> Outcome {
         use FindingKind::*;

@@ -49,10 +49,11 @@ const PYTHON_PACKAGES: &[&str] = &[
     "grpcio-tools",
     "moto[server]",
     "kubernetes-validate",
+    "prometheus_client",
 ];
 /// The modules those packages provide, to check they are importable.
 const PYTHON_MODULES: &str =
-    "import blake3, cryptography, grpc_tools, moto, boto3, yaml, kubernetes_validate";
+    "import blake3, cryptography, grpc_tools, moto, boto3, yaml, kubernetes_validate, prometheus_client";
 
 struct Missing {
     packages: Vec<&'static str>,
