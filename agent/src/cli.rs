@@ -15,6 +15,10 @@ use crate::config::Print;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Log lines on stderr as "text" (colour only on a terminal) or "json" (one object per
+    /// line). The level comes from LINEAGE_LOG (default info); an invalid value is an error.
+    #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
 }
 
 #[derive(Subcommand, Debug)]

@@ -12,18 +12,23 @@ pub const DEFAULT_TOML: &str = r#"# Lineage agent configuration. Every key is op
 [capture]
 # Kernel ring buffer size in bytes: a power of two, at least 64 KiB. Larger absorbs longer
 # bursts before records are lost (a loss is always counted and reported, never silent).
+# Range: 65536 to 1073741824 bytes (a power of two).
 ring_buffer_bytes = 16777216
 # How often the ring buffer is drained when no wakeup arrives, in milliseconds. Records are
 # submitted without a wakeup each; the kernel wakes the agent early when the ring fills up.
+# Range: 1 to 1000 milliseconds.
 poll_interval_ms = 5
 # How long a per-CPU sequence gap may stay open before it counts as loss (late records can
 # arrive slightly out of order), in milliseconds.
+# Range: 10 to 60000 milliseconds.
 loss_grace_ms = 500
 # How often sequence gaps are reconciled with the kernel's loss counters, in milliseconds.
+# Range: 10 to 60000 milliseconds.
 reconcile_interval_ms = 1000
 # Entries queued between the capture thread and the writer thread (chain, journal, seal).
 # When the writer falls this far behind, events are dropped, counted and declared on the
 # chain (DROPPED, reason QUEUE_FULL); the capture thread never waits for the disk.
+# Range: 1024 to 16777216 entries.
 writer_queue = 65536
 
 [kernel]
@@ -46,12 +51,16 @@ data_dir = "/var/lib/lineage"
 # Source of the host id at first start (a random one is made when it is missing).
 machine_id_path = "/etc/machine-id"
 # Seal the open segment at least this often when it has entries, in milliseconds...
+# Range: 100 to 3600000 milliseconds.
 seal_interval_ms = 1000
 # ...or as soon as it holds this many entries...
+# Range: 1 to 10000000 entries.
 seal_max_entries = 100000
 # ...or this many bytes.
+# Range: 4096 to 268435456 bytes.
 seal_max_bytes = 16777216
 # With nothing to record, seal a heartbeat segment this often, so silence is visible.
+# Range: 100 to 3600000 milliseconds.
 heartbeat_interval_ms = 10000
 # "seal": segments are fsynced when sealed (entries in between survive an agent crash but not
 # a power loss). "batch": also fsync the journal after every drained batch.
@@ -59,8 +68,10 @@ fsync = "seal"
 
 [retention]
 # Disk budget for sealed segments: the oldest acknowledged segments are deleted beyond it.
+# Range: at least 4096 bytes.
 max_bytes = 1073741824
 # Hard cap: beyond it the oldest segments go even if no collector acknowledged them.
+# Range: at least 4096 bytes, and at least max_bytes.
 hard_max_bytes = 4294967296
 
 [grpc]
@@ -78,11 +89,14 @@ pull_clients = ["*"]
 tail_clients = ["*"]
 # Events queued for each Tail client, after its filter; a client further behind is told how
 # many matching events it missed.
+# Range: 1 to 1048576 events.
 tail_buffer = 4096
 # Bytes queued for each Tail client (the events' JSON and the fields filters look at).
+# Range: 4096 to 1073741824 bytes.
 tail_buffer_bytes = 262144
 # Tail streams open at once; one more is refused (RESOURCE_EXHAUSTED). Tail memory is at most
 # tail_max_streams × tail_buffer_bytes.
+# Range: 1 to 4096 streams.
 tail_max_streams = 32
 
 [filter]
@@ -114,6 +128,7 @@ except_comms = []
 mode = "observe"
 # The agent refreshes a kernel heartbeat only while draining, appending and sealing succeed;
 # older than this, execs and connects are denied (except the allowlist).
+# Range: 100 to 3600000 milliseconds.
 heartbeat_deadline_ms = 2000
 # The cgroup v2 mount the connect programs attach to.
 cgroup_root = "/sys/fs/cgroup/unified"
@@ -294,26 +309,14 @@ impl Default for MetricsConfig {
 }
 
 impl MetricsConfig {
-    /// The loopback address to listen on, or `None` when disabled.
+    /// The loopback address to listen on, or `None` when disabled (the rule is shared with
+    /// the collector: `lineage_ops::listen`).
     pub fn address(&self) -> Result<Option<std::net::SocketAddr>, ConfigError> {
-        if self.listen.is_empty() {
-            return Ok(None);
-        }
-        let invalid = |reason| ConfigError::Invalid {
+        lineage_ops::loopback_address(&self.listen).map_err(|e| ConfigError::Invalid {
             key: "metrics.listen",
             value: self.listen.clone(),
-            reason,
-        };
-        let addr: std::net::SocketAddr = self
-            .listen
-            .parse()
-            .map_err(|_| invalid("not an IP:port address"))?;
-        if !addr.ip().is_loopback() {
-            return Err(invalid(
-                "plain HTTP is only served on loopback; use a TLS proxy to export it",
-            ));
-        }
-        Ok(Some(addr))
+            reason: e.reason(),
+        })
     }
 }
 
@@ -388,6 +391,12 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("config: {0}")]
     Filter(String),
+    #[error("config value {key} = {value} is out of range: must be {range}")]
+    OutOfRange {
+        key: &'static str,
+        value: u64,
+        range: Range,
+    },
     #[error("config value {key} = {value}: {reason}")]
     Invalid {
         key: &'static str,
@@ -418,31 +427,7 @@ impl Config {
                 reason: "must be a power of two of at least 65536",
             });
         }
-        for (key, value) in [
-            ("capture.poll_interval_ms", self.capture.poll_interval_ms),
-            (
-                "capture.reconcile_interval_ms",
-                self.capture.reconcile_interval_ms,
-            ),
-        ] {
-            if !(1..=60_000).contains(&value) {
-                return Err(ConfigError::Invalid {
-                    key,
-                    value: value.to_string(),
-                    reason: "must be between 1 and 60000",
-                });
-            }
-        }
-        if self.evidence.seal_max_entries == 0 || self.evidence.seal_max_bytes < 4096 {
-            return Err(ConfigError::Invalid {
-                key: "evidence.seal_max_entries/seal_max_bytes",
-                value: format!(
-                    "{}/{}",
-                    self.evidence.seal_max_entries, self.evidence.seal_max_bytes
-                ),
-                reason: "must allow at least one entry and 4096 bytes",
-            });
-        }
+        self.check_ranges()?;
         if self.retention.hard_max_bytes < self.retention.max_bytes {
             return Err(ConfigError::Invalid {
                 key: "retention.hard_max_bytes",
@@ -455,33 +440,114 @@ impl Config {
         self.filter
             .compile()
             .map_err(|e| ConfigError::Filter(e.to_string()))?;
-        for (key, value, range) in [
-            ("grpc.tail_buffer", self.grpc.tail_buffer, 1..=1 << 20),
+        Ok(())
+    }
+
+    /// Every duration and size with its accepted range, in config-file order. The same ranges
+    /// are written next to each key in [`DEFAULT_TOML`] (a test keeps the two in step).
+    pub fn ranges(&self) -> [(&'static str, u64, Range); 15] {
+        let c = &self.capture;
+        let e = &self.evidence;
+        [
             (
-                "grpc.tail_buffer_bytes",
-                self.grpc.tail_buffer_bytes,
-                4096..=1 << 30,
+                "capture.ring_buffer_bytes",
+                c.ring_buffer_bytes.into(),
+                Range(65_536, 1 << 30, "bytes"),
             ),
             (
-                "grpc.tail_max_streams",
-                self.grpc.tail_max_streams,
-                1..=4096,
+                "capture.poll_interval_ms",
+                c.poll_interval_ms,
+                Range(1, 1000, "milliseconds"),
+            ),
+            (
+                "capture.loss_grace_ms",
+                c.loss_grace_ms,
+                Range(10, 60_000, "milliseconds"),
+            ),
+            (
+                "capture.reconcile_interval_ms",
+                c.reconcile_interval_ms,
+                Range(10, 60_000, "milliseconds"),
             ),
             (
                 "capture.writer_queue",
-                self.capture.writer_queue,
-                1024..=1 << 24,
+                c.writer_queue as u64,
+                Range(1024, 1 << 24, "entries"),
             ),
-        ] {
-            if !range.contains(&value) {
-                return Err(ConfigError::Invalid {
-                    key,
-                    value: value.to_string(),
-                    reason: "out of range (see `lineage-agent config print-default`)",
-                });
+            (
+                "evidence.seal_interval_ms",
+                e.seal_interval_ms,
+                Range(100, 3_600_000, "milliseconds"),
+            ),
+            (
+                "evidence.seal_max_entries",
+                e.seal_max_entries,
+                Range(1, 10_000_000, "entries"),
+            ),
+            (
+                "evidence.seal_max_bytes",
+                e.seal_max_bytes,
+                Range(4096, 256 << 20, "bytes"),
+            ),
+            (
+                "evidence.heartbeat_interval_ms",
+                e.heartbeat_interval_ms,
+                Range(100, 3_600_000, "milliseconds"),
+            ),
+            (
+                "retention.max_bytes",
+                self.retention.max_bytes,
+                Range(4096, u64::MAX, "bytes"),
+            ),
+            (
+                "retention.hard_max_bytes",
+                self.retention.hard_max_bytes,
+                Range(4096, u64::MAX, "bytes"),
+            ),
+            (
+                "grpc.tail_buffer",
+                self.grpc.tail_buffer as u64,
+                Range(1, 1 << 20, "events"),
+            ),
+            (
+                "grpc.tail_buffer_bytes",
+                self.grpc.tail_buffer_bytes as u64,
+                Range(4096, 1 << 30, "bytes"),
+            ),
+            (
+                "grpc.tail_max_streams",
+                self.grpc.tail_max_streams as u64,
+                Range(1, 4096, "streams"),
+            ),
+            (
+                "enforcement.heartbeat_deadline_ms",
+                self.enforcement.heartbeat_deadline_ms,
+                Range(100, 3_600_000, "milliseconds"),
+            ),
+        ]
+    }
+
+    fn check_ranges(&self) -> Result<(), ConfigError> {
+        for (key, value, range) in self.ranges() {
+            if !(range.0..=range.1).contains(&value) {
+                return Err(ConfigError::OutOfRange { key, value, range });
             }
         }
         Ok(())
+    }
+}
+
+/// An inclusive range of accepted values and their unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Range(pub u64, pub u64, pub &'static str);
+
+impl std::fmt::Display for Range {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.1 == u64::MAX {
+            write!(f, "at least {} {}", self.0, self.2)
+        } else {
+            write!(f, "{} to {} {}", self.0, self.1, self.2)
+        }
     }
 }
 
@@ -494,6 +560,52 @@ mod tests {
         let parsed: Config = toml::from_str(DEFAULT_TOML).unwrap();
         assert_eq!(parsed, Config::default());
         parsed.validate().unwrap();
+    }
+
+    #[test]
+    fn every_range_is_documented_next_to_its_key() {
+        for (key, _, range) in Config::default().ranges() {
+            let short = key.rsplit('.').next().unwrap();
+            let at = DEFAULT_TOML
+                .find(&format!("\n{short} = "))
+                .unwrap_or_else(|| panic!("{key} missing from DEFAULT_TOML"));
+            let comment = DEFAULT_TOML[..at].lines().last().unwrap();
+            assert!(
+                comment.starts_with(&format!("# Range: {range}")),
+                "{key}: the line above it should say \"# Range: {range}\", it says {comment:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn out_of_range_values_name_the_key_and_the_range() {
+        let mut c = Config::default();
+        c.evidence.heartbeat_interval_ms = 0;
+        assert_eq!(
+            c.validate().unwrap_err().to_string(),
+            "config value evidence.heartbeat_interval_ms = 0 is out of range: must be 100 to 3600000 milliseconds"
+        );
+        let mut c = Config::default();
+        c.evidence.seal_interval_ms = 0;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("evidence.seal_interval_ms"));
+        let mut c = Config::default();
+        c.capture.loss_grace_ms = 10_000_000;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("capture.loss_grace_ms"));
+        let mut c = Config::default();
+        c.retention.max_bytes = 10;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("at least 4096 bytes"));
     }
 
     #[test]

@@ -68,14 +68,12 @@ fn error_chain(e: &anyhow::Error) -> String {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("LINEAGE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    let logging = cli.log_format.parse().and_then(lineage_ops::logging::init);
+    if let Err(e) = logging {
+        eprintln!("lineage-agent: error: {e}");
+        return ExitCode::from(EX_CONFIG);
+    }
     let result = match cli.command {
         Command::Probes => {
             for p in probes::all_probes() {

@@ -42,7 +42,7 @@ use crate::{
     },
     serve::{
         grpc::{self, tail, LineageQuery, Shared, StaticInfo},
-        metrics::{self, Page},
+        metrics::{self, Publisher},
         sink::Sink,
     },
 };
@@ -98,6 +98,16 @@ fn sd_notify(state: &str) {
     };
     if let Err(e) = sent {
         tracing::warn!(error = %e, state, "sd_notify failed");
+    }
+}
+
+/// How this run began, in words for the log.
+fn start_reason(reason: lineage_evidence::entry::StartReason) -> &'static str {
+    use lineage_evidence::entry::StartReason::*;
+    match reason {
+        FirstStart => "first start (new chain)",
+        Restart => "restart after a clean stop",
+        RecoveredAfterCrash => "recovered after a crash (journal replayed and sealed)",
     }
 }
 
@@ -260,7 +270,7 @@ pub fn run(
         data_dir = %data.root.display(),
         host_id = %host.to_hex(),
         key_id = %recorder.public_key().key_id(),
-        reason = ?recovery.reason,
+        start = start_reason(recovery.reason),
         next_index = recovery.last_durable.next_index,
         recovered_entries = recovery.replay.recovered,
         discarded_bytes = recovery.replay.discarded_bytes,
@@ -353,7 +363,10 @@ pub fn run(
         stats_rx.clone(),
     ))?;
 
-    let page = Page::default();
+    // A page older than a few reconcile intervals means the capture thread is stuck.
+    let endpoint = metrics::Endpoint::new(
+        Duration::from_millis(config.capture.reconcile_interval_ms * 5).max(Duration::from_secs(5)),
+    );
     let (reloads_tx, reloads_rx) = std_mpsc::channel();
     let control = Arc::new(Control::default());
     let mut capture = Capture {
@@ -374,7 +387,14 @@ pub fn run(
             poll_interval: Duration::from_millis(config.capture.poll_interval_ms),
             reconcile_interval: Duration::from_millis(config.capture.reconcile_interval_ms),
         },
-        page: page.clone(),
+        metrics: Publisher {
+            endpoint: endpoint.clone(),
+            data_dir: data.root.clone(),
+            kernel_version: kernel_version(),
+            ring_size: config.capture.ring_buffer_bytes,
+            probes: statuses.clone(),
+            filter_rules: compiled_filter.rules.clone(),
+        },
         statuses: statuses.clone(),
         buf: Vec::with_capacity(1024),
     };
@@ -383,7 +403,7 @@ pub fn run(
 
     if let Some(addr) = metrics_addr {
         // Someone else on the port must not stop capture: metrics are a convenience.
-        if let Err(e) = rt.block_on(metrics::serve(addr, page.clone())) {
+        if let Err(e) = rt.block_on(metrics::serve(addr, endpoint.clone())) {
             tracing::warn!(error = %e, %addr, "metrics endpoint not started; capturing without it");
         }
     }

@@ -38,6 +38,10 @@ pub enum DecodeError {
 
 impl DecodeError {
     /// Stable label for the decode-error counter.
+    /// Every [`DecodeError::label`], so counters start at zero for each.
+    pub const LABELS: [&'static str; 4] =
+        ["short", "unknown_kind", "length_mismatch", "field_too_long"];
+
     pub fn label(&self) -> &'static str {
         match self {
             DecodeError::Short { .. } => "short",

@@ -381,11 +381,12 @@ impl Pipeline {
                 "records lost without a kernel counter explaining them"
             );
         } else {
+            let by_kind: Vec<String> = failures.iter().map(|(k, n)| format!("{n} {k}")).collect();
             tracing::warn!(
                 cpu = r.cpu,
                 missing = r.missing,
-                ?failures,
-                "ring buffer full: records lost and counted"
+                "ring buffer full: records lost and counted ({})",
+                by_kind.join(", ")
             );
         }
         Event {

@@ -7,7 +7,7 @@ use lineage_common::RecordKind;
 
 use crate::capture::decode::DecodeError;
 
-#[derive(Debug, Default, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Stats {
     /// Records decoded, by kind name.
     pub records: BTreeMap<&'static str, u64>,
@@ -23,6 +23,23 @@ pub struct Stats {
     pub args_unjoined: u64,
     /// io_uring completions whose submission record was lost (counted as LOSS by its gap).
     pub uring_unjoined: u64,
+}
+
+impl Default for Stats {
+    /// Every kind and reason present at zero, so each counter has a series before its first
+    /// increment.
+    fn default() -> Self {
+        let kinds = || RecordKind::ALL.iter().map(|k| (k.name(), 0)).collect();
+        Stats {
+            records: kinds(),
+            decode_errors: DecodeError::LABELS.iter().map(|l| (*l, 0)).collect(),
+            reserve_failures: kinds(),
+            lost_records: 0,
+            unexplained_loss: 0,
+            args_unjoined: 0,
+            uring_unjoined: 0,
+        }
+    }
 }
 
 impl Stats {

@@ -38,7 +38,7 @@ use crate::{
             tail::{FanOut, LiveEvent},
             LineageQuery,
         },
-        metrics::Page,
+        metrics::Publisher,
         sink::Sink,
     },
 };
@@ -107,7 +107,8 @@ pub struct Capture {
     pub fanout: FanOut,
     pub inputs: Inputs,
     pub settings: Settings,
-    pub page: Page,
+    /// Metrics and health, published once per reconcile.
+    pub metrics: Publisher,
     pub statuses: Vec<ProbeStatus>,
     /// Reused buffer for the chain encoding of one event.
     pub buf: Vec<u8>,
@@ -225,13 +226,13 @@ impl Capture {
 
     fn render_metrics(&self) {
         let recorder = *self.inputs.recorder_stats.borrow();
-        self.page.set(report::metrics_page(
+        self.metrics.publish(
             &self.pipeline,
             &recorder,
             self.writer.dropped_total,
-            &self.statuses,
             probes::ring_fill(&self.ebpf).unwrap_or(0),
-        ));
+            &filter::read_counts(&self.ebpf).unwrap_or_default(),
+        );
     }
 
     fn answer_lineage(&mut self) {
@@ -271,6 +272,7 @@ impl Capture {
             rules = compiled.rules.len(),
             "SIGHUP: filter reloaded and recorded"
         );
+        self.metrics.filter_rules = compiled.rules;
     }
 
     /// Waits until the ring is readable or `timeout` passes.

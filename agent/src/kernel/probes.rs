@@ -395,10 +395,11 @@ pub fn attach_all(ebpf: &mut Ebpf) -> Result<Vec<ProbeStatus>, LoadError> {
             attached: result.is_ok(),
             error: result.err(),
         };
+        // Each attach at debug; a failure is worth a line of its own at start.
         match &status.error {
-            None => tracing::info!(probe = spec.program, hook = %spec.hook, "probe attached"),
+            None => tracing::debug!(probe = spec.program, hook = %spec.hook, "probe attached"),
             Some(e) => {
-                tracing::error!(probe = spec.program, hook = %spec.hook, error = %e, "probe failed to attach")
+                tracing::warn!(probe = spec.program, hook = %spec.hook, error = %e, "probe failed to attach")
             }
         }
         if spec.required && !status.attached {
@@ -409,6 +410,21 @@ pub fn attach_all(ebpf: &mut Ebpf) -> Result<Vec<ProbeStatus>, LoadError> {
             });
         }
         statuses.push(status);
+    }
+    let failed: Vec<&str> = statuses
+        .iter()
+        .filter(|s| !s.attached)
+        .map(|s| s.program)
+        .collect();
+    let attached = statuses.len() - failed.len();
+    if failed.is_empty() {
+        tracing::info!("all {attached} probes attached");
+    } else {
+        tracing::info!(
+            "{attached} of {} probes attached; not attached: {}",
+            statuses.len(),
+            failed.join(", ")
+        );
     }
     Ok(statuses)
 }

@@ -28,7 +28,25 @@ use lineage_evidence::{
 use crate::{
     record::retention,
     record::wal::{Replay, Wal},
+    serve::metrics::seal_histogram,
 };
+use lineage_evidence::entry::RetentionReason;
+use lineage_ops::Histogram;
+
+/// Label values of [`Recorder::retention_deleted`], in its order.
+pub const RETENTION_REASONS: [&str; 2] = ["budget", "hard_cap"];
+
+/// Sealed segments on disk, as of the last retention check (every 5 s).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DiskUsage {
+    pub segments: u64,
+    pub bytes: u64,
+    /// Bytes of segments the slowest registered collector has not acknowledged (all of them
+    /// when no collector is registered).
+    pub unacked_bytes: u64,
+    /// Collectors registered under `<data_dir>/acks`.
+    pub collectors: u64,
+}
 
 /// Seal times are wall-clock ns since the Unix epoch (FORMAT.md); entry times stay on the
 /// boot clock the kernel records use.
@@ -107,7 +125,11 @@ pub struct Recorder {
     pub appended_entries: u64,
     pub refused_entries: u64,
     pub last_seal_latency: Duration,
+    pub seal_latency: Histogram,
     pub deleted_segments: u64,
+    /// (segments, bytes) deleted by retention, by reason ([`RETENTION_REASONS`]).
+    pub retention_deleted: [(u64, u64); 2],
+    pub disk: DiskUsage,
     /// Header of the newest segment on disk.
     pub last_sealed: Option<SegmentHeader>,
     /// Publishes a checkpoint (docs/FORMAT.md §12) at every seal; `None` when the checkpoint
@@ -170,7 +192,10 @@ impl Recorder {
             appended_entries: 0,
             refused_entries: 0,
             last_seal_latency: Duration::ZERO,
+            seal_latency: seal_histogram(),
             deleted_segments: 0,
+            retention_deleted: [(0, 0); 2],
+            disk: DiskUsage::default(),
             last_sealed: None,
             checkpoints: None,
             root: root.to_owned(),
@@ -329,6 +354,7 @@ impl Recorder {
             .map(|(n, path)| (*n, std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)))
             .collect();
         let acked = retention::read_acks(&self.policy.acks_dir);
+        self.disk = disk_usage(&sizes, acked, &self.policy.acks_dir);
         let Some(plan) = retention::plan(
             &sizes,
             acked,
@@ -363,7 +389,25 @@ impl Recorder {
             tracing::debug!(segment = n, "deleted by retention");
         }
         self.deleted_segments += plan.segments;
-        tracing::info!(upto = plan.last, segments = plan.segments, bytes = plan.bytes, reason = ?plan.reason, "retention deleted the oldest segments");
+        let slot = &mut self.retention_deleted[match plan.reason {
+            RetentionReason::Budget => 0,
+            RetentionReason::HardCap => 1,
+        }];
+        slot.0 += plan.segments;
+        slot.1 += plan.bytes;
+        self.disk.segments = self.disk.segments.saturating_sub(plan.segments);
+        self.disk.bytes = self.disk.bytes.saturating_sub(plan.bytes);
+        self.disk.unacked_bytes = self.disk.unacked_bytes.min(self.disk.bytes);
+        let why = match plan.reason {
+            RetentionReason::Budget => "acknowledged and over retention.max_bytes",
+            RetentionReason::HardCap => "over retention.hard_max_bytes",
+        };
+        tracing::info!(
+            upto = plan.last,
+            segments = plan.segments,
+            bytes = plan.bytes,
+            "retention deleted the oldest segments ({why})"
+        );
         Ok(())
     }
 
@@ -409,6 +453,8 @@ impl Recorder {
         self.sealed_segments += 1;
         self.write_sealed(sealed, now_ns);
         self.last_seal_latency = started.elapsed();
+        self.seal_latency
+            .observe(self.last_seal_latency.as_secs_f64());
     }
 
     fn write_sealed(&mut self, sealed: SealedSegment, now_ns: u64) -> bool {
@@ -515,5 +561,31 @@ impl Recorder {
             }));
         }
         Ok(())
+    }
+}
+
+/// The disk usage from the segment sizes and the lowest acknowledgement
+/// (`retention::read_acks`).
+fn disk_usage(sizes: &[(u64, u64)], acked: Option<Option<u64>>, acks_dir: &Path) -> DiskUsage {
+    let unacked_bytes = sizes
+        .iter()
+        .filter(|(n, _)| match acked {
+            Some(Some(upto)) => *n > upto,
+            Some(None) | None => true,
+        })
+        .map(|(_, b)| b)
+        .sum();
+    let collectors = std::fs::read_dir(acks_dir)
+        .map(|d| {
+            d.flatten()
+                .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                .count() as u64
+        })
+        .unwrap_or(0);
+    DiskUsage {
+        segments: sizes.len() as u64,
+        bytes: sizes.iter().map(|(_, b)| b).sum(),
+        unacked_bytes,
+        collectors,
     }
 }

@@ -1,14 +1,8 @@
-//! Turning pipeline and recorder state into evidence entries and metrics.
+//! Turning pipeline state into evidence entries (metrics: `serve::metrics`).
 
 use lineage_evidence::entry::{Loss, LOSS_FLAG_UNEXPLAINED};
 
-use crate::{
-    capture::event::{Detail, Event},
-    capture::pipeline::Pipeline,
-    kernel::probes::ProbeStatus,
-    record::writer::RecorderStats,
-    serve::metrics::Render,
-};
+use crate::capture::event::{Detail, Event};
 
 /// One LOSS entry per missing sequence range. The kernel's new failures explain ranges in
 /// order; a range they do not fully cover is flagged unexplained.
@@ -46,137 +40,6 @@ pub fn loss_entries(event: &Event) -> Vec<Loss> {
             }
         })
         .collect()
-}
-
-fn as_ref(v: &[(String, f64)]) -> Vec<(&str, f64)> {
-    v.iter().map(|(l, x)| (l.as_str(), *x)).collect()
-}
-
-fn labelled<'a>(pairs: impl Iterator<Item = (&'a str, u64)>, label: &str) -> Vec<(String, f64)> {
-    pairs
-        .map(|(k, v)| (format!("{label}=\"{k}\""), v as f64))
-        .collect()
-}
-
-pub fn metrics_page(
-    pipeline: &Pipeline,
-    recorder: &RecorderStats,
-    queue_dropped: u64,
-    probes: &[ProbeStatus],
-    ring_fill: u64,
-) -> String {
-    let s = &pipeline.stats;
-    let mut r = Render::default();
-    let events = labelled(s.records.iter().map(|(k, v)| (*k, *v)), "kind");
-    r.metric(
-        "lineage_records_total",
-        "counter",
-        "Kernel records decoded, by kind.",
-        &as_ref(&events),
-    );
-    let failures = labelled(s.reserve_failures.iter().map(|(k, v)| (*k, *v)), "kind");
-    r.metric(
-        "lineage_ringbuf_reservation_failures_total",
-        "counter",
-        "Records the kernel could not reserve (ring buffer full), by kind.",
-        &as_ref(&failures),
-    );
-    r.metric(
-        "lineage_loss_records_total",
-        "counter",
-        "Records lost, by reason.",
-        &[
-            (
-                "reason=\"ring_buffer_full\"",
-                (s.lost_records - s.unexplained_loss) as f64,
-            ),
-            ("reason=\"unexplained\"", s.unexplained_loss as f64),
-            (
-                "reason=\"storage_unavailable\"",
-                recorder.refused_entries as f64,
-            ),
-            ("reason=\"queue_full\"", queue_dropped as f64),
-        ],
-    );
-    let decode = labelled(s.decode_errors.iter().map(|(k, v)| (*k, *v)), "reason");
-    r.metric(
-        "lineage_decode_errors_total",
-        "counter",
-        "Ring buffer records that failed to decode.",
-        &as_ref(&decode),
-    );
-    r.metric(
-        "lineage_chain_entries_total",
-        "counter",
-        "Entries appended to the chain by this run.",
-        &[("", recorder.appended_entries as f64)],
-    );
-    r.metric(
-        "lineage_chain_next_index",
-        "gauge",
-        "Index the next chain entry gets.",
-        &[("", recorder.next_index as f64)],
-    );
-    r.metric(
-        "lineage_segments_sealed_total",
-        "counter",
-        "Segments sealed by this run.",
-        &[("", recorder.sealed_segments as f64)],
-    );
-    r.metric(
-        "lineage_seal_latency_seconds",
-        "gauge",
-        "Duration of the last seal (sign and durable write).",
-        &[("", recorder.last_seal_latency.as_secs_f64())],
-    );
-    r.metric(
-        "lineage_storage_degraded",
-        "gauge",
-        "1 while a sealed segment cannot be written (disk full).",
-        &[("", f64::from(u8::from(recorder.degraded)))],
-    );
-    if let Some((size, witnessed)) = recorder.witness_lag {
-        r.metric(
-            "lineage_checkpoint_segments",
-            "gauge",
-            "Segments in the newest published checkpoint (docs/FORMAT.md §12).",
-            &[("", size as f64)],
-        );
-        r.metric(
-            "lineage_witness_behind_segments",
-            "gauge",
-            "Segments sealed after the newest checkpoint a witness cosigned (all of them when none has).",
-            &[("", size.saturating_sub(witnessed.unwrap_or(0)) as f64)],
-        );
-    }
-    r.metric(
-        "lineage_ringbuf_fill_bytes",
-        "gauge",
-        "Bytes waiting in the kernel ring buffer at the last submit.",
-        &[("", ring_fill as f64)],
-    );
-    r.metric(
-        "lineage_process_table_size",
-        "gauge",
-        "Processes the lineage table tracks.",
-        &[("", pipeline.table().len() as f64)],
-    );
-    let probe_samples: Vec<(String, f64)> = probes
-        .iter()
-        .map(|p| {
-            (
-                format!("probe=\"{}\"", p.program),
-                f64::from(u8::from(p.attached)),
-            )
-        })
-        .collect();
-    r.metric(
-        "lineage_probe_attached",
-        "gauge",
-        "1 when the probe is attached.",
-        &as_ref(&probe_samples),
-    );
-    r.finish()
 }
 
 #[cfg(test)]

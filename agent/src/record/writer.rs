@@ -17,6 +17,7 @@ use lineage_evidence::{
     digest::Digest,
     entry::{AgentStart, DropReason, Dropped, Enforcement, Filter, Loss, StopReason},
 };
+use lineage_ops::Histogram;
 use ringbuf::{
     traits::{Consumer as _, Observer as _, Producer as _, Split as _},
     HeapCons, HeapProd, HeapRb,
@@ -25,8 +26,9 @@ use tokio::sync::watch;
 
 use crate::{
     kernel::filter::{CountsReader, FilterLedger},
-    record::recorder::{Recorder, RecorderError},
+    record::recorder::{DiskUsage, Recorder, RecorderError},
     runtime::{boot_time_ns, wall_time_ns},
+    serve::metrics::seal_histogram,
 };
 
 /// How often the writer checks its seal cadence: a segment is sealed at most this late after
@@ -42,19 +44,40 @@ pub struct Head {
 }
 
 /// The recorder's counters, published every tick (metrics, health).
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RecorderStats {
     pub appended_entries: u64,
     pub refused_entries: u64,
     pub next_index: u64,
     pub sealed_segments: u64,
-    pub last_seal_latency: Duration,
+    pub seal_latency: Histogram,
     /// New entries are refused (a sealed segment waits for disk space).
     pub degraded: bool,
     /// Segments in the checkpoint tree and the largest size a witness cosigned.
     pub witness_lag: Option<(u64, Option<u64>)>,
+    pub disk: DiskUsage,
+    /// (segments, bytes) deleted by retention, by reason
+    /// ([`crate::record::recorder::RETENTION_REASONS`]).
+    pub retention_deleted: [(u64, u64); 2],
     /// When the writer last published (every tick while it runs): enforcement's liveness.
     pub published_at: Option<Instant>,
+}
+
+impl Default for RecorderStats {
+    fn default() -> Self {
+        RecorderStats {
+            appended_entries: 0,
+            refused_entries: 0,
+            next_index: 0,
+            sealed_segments: 0,
+            seal_latency: seal_histogram(),
+            degraded: false,
+            witness_lag: None,
+            disk: DiskUsage::default(),
+            retention_deleted: [(0, 0); 2],
+            published_at: None,
+        }
+    }
 }
 
 impl RecorderStats {
@@ -64,10 +87,12 @@ impl RecorderStats {
             refused_entries: r.refused_entries,
             next_index: r.position().next_index,
             sealed_segments: r.sealed_segments,
-            last_seal_latency: r.last_seal_latency,
+            seal_latency: r.seal_latency,
             degraded: r.degraded(),
             // Reads the checkpoint directory: refreshed once a second by the writer.
             witness_lag: None,
+            disk: r.disk,
+            retention_deleted: r.retention_deleted,
             published_at: None,
         }
     }
