@@ -5,7 +5,7 @@ use std::{
     time::Duration,
 };
 
-use lineage_tests::{chain_entries, chain_events, run_to_end, verify, Agent};
+use lineage_tests::{chain_entries, chain_events, run_to_end, verify, Agent, Tmpfs};
 use serde_json::Value;
 
 /// Runs `n` execs of /bin/true from one shell; returns the shell's pid.
@@ -171,35 +171,6 @@ fn heartbeat_config() -> String {
     )
     .unwrap();
     path.to_string_lossy().into_owned()
-}
-
-struct Tmpfs(std::path::PathBuf);
-
-impl Tmpfs {
-    fn mount(size: &str) -> Tmpfs {
-        let dir = tempfile::tempdir().unwrap().keep();
-        let ok = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0700"),
-                "tmpfs",
-            ])
-            .arg(&dir)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "mounting a tmpfs for the disk-full test failed");
-        Tmpfs(dir)
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-        let _ = std::fs::remove_dir(&self.0);
-    }
 }
 
 #[test]

@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lineage_tests::{free_port, require_root, run_to_end, Agent, Collector};
+use lineage_tests::{free_port, require_root, run_to_end, Agent, Collector, Tmpfs};
 use serde_json::Value;
 
 /// `GET path` on loopback: (status code, body).
@@ -182,34 +182,6 @@ fn agent_metrics_follow_prometheus_conventions() {
     agent.stop();
 }
 
-/// A tmpfs mounted for the test, unmounted (lazily) when dropped.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(dir: &Path, size: &str) -> Tmpfs {
-        std::fs::create_dir_all(dir).unwrap();
-        let st = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0700"),
-                "tmpfs",
-            ])
-            .arg(dir)
-            .status()
-            .unwrap();
-        assert!(st.success(), "mounting a tmpfs at {}", dir.display());
-        Tmpfs(dir.into())
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
 /// Writes zeros into `path` until the filesystem refuses (ENOSPC).
 fn fill(path: &Path) {
     let mut f = std::fs::File::create(path).unwrap();
@@ -238,15 +210,14 @@ fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
 #[test]
 fn healthz_fails_while_the_data_disk_is_full_and_recovers() {
     require_root();
-    let work = tempfile::tempdir().unwrap();
-    let data = work.path().join("data");
-    let _mount = Tmpfs::mount(&data, "64m");
+    let fs = Tmpfs::mount("64m");
+    let data = fs.0.join("data");
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let agent = Agent::start_in(&data, &["--print", "none", "--metrics-listen", &addr]);
     assert_eq!(get(port, "/healthz"), (200, "ok\n".into()));
 
-    let filler = data.join("filler");
+    let filler = fs.0.join("filler");
     fill(&filler);
     // Events to seal: a segment that cannot be written makes the recorder refuse entries.
     let mut last = (0, String::new());
