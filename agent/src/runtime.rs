@@ -401,6 +401,8 @@ pub fn run(
     capture.record_snapshot(&config.kernel.proc_path)?;
     let processes = capture.pipeline.table().len();
 
+    // The first page exists before anyone can scrape.
+    capture.render_metrics();
     if let Some(addr) = metrics_addr {
         // Someone else on the port must not stop capture: metrics are a convenience.
         if let Err(e) = rt.block_on(metrics::serve(addr, endpoint.clone())) {

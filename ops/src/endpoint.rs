@@ -91,6 +91,7 @@ impl Endpoint {
             }
         };
         match path {
+            "/metrics" if s.updated.is_none() => (503, "starting\n".into()),
             "/metrics" => (200, s.page.clone()),
             "/healthz" => verdict(unhealthy),
             "/readyz" => verdict(
@@ -213,9 +214,11 @@ mod tests {
         let addr = serve("127.0.0.1:0".parse().unwrap(), e.clone())
             .await
             .unwrap();
-        let r = get(addr, "GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n").await;
-        assert!(r.starts_with("HTTP/1.1 503 "), "{r}");
-        assert!(r.ends_with("starting\n"), "{r}");
+        for path in ["/readyz", "/metrics"] {
+            let r = get(addr, &format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n")).await;
+            assert!(r.starts_with("HTTP/1.1 503 "), "{r}");
+            assert!(r.ends_with("starting\n"), "{r}");
+        }
 
         e.update("x_up 1\n".into(), Health::default());
         let r = get(addr, "GET /metrics HTTP/1.1\r\n\r\n").await;

@@ -111,6 +111,8 @@ fn agent_metrics_follow_prometheus_conventions() {
     let addr = format!("127.0.0.1:{port}");
     let agent = Agent::start(&["--print", "none", "--metrics-listen", &addr]);
     run_to_end(&mut Command::new("/bin/true"));
+    // Ready as soon as the agent says it is capturing (probes attached, recorder healthy).
+    assert_eq!(get(port, "/readyz"), (200, "ok\n".into()));
 
     let (status, page) = get(port, "/metrics");
     assert_eq!(status, 200, "{page}");

@@ -224,7 +224,8 @@ impl Capture {
         self.flush();
     }
 
-    fn render_metrics(&self) {
+    /// Renders the metrics page and health verdict for the endpoint.
+    pub fn render_metrics(&self) {
         let recorder = *self.inputs.recorder_stats.borrow();
         self.metrics.publish(
             &self.pipeline,
