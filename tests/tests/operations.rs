@@ -459,3 +459,41 @@ fn logs_are_json_lines_or_plain_text_and_say_probes_once() {
         "{log}"
     );
 }
+
+/// Runs the agent for a second on a pseudo-terminal (`script`) and returns what it wrote.
+fn agent_on_a_terminal(no_color: bool) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let cmd = format!(
+        "{} run --print none --metrics-listen '' --grpc-socket '' --data-dir {} --duration-secs 1",
+        lineage_tests::agent_binary().display(),
+        dir.path().join("data").display()
+    );
+    let mut script = Command::new("script");
+    script
+        .args(["-qec", &cmd, "/dev/null"])
+        .env("LINEAGE_LOG", "info");
+    if no_color {
+        script.env("NO_COLOR", "1");
+    } else {
+        script.env_remove("NO_COLOR");
+    }
+    let out = script
+        .output()
+        .expect("script (util-linux) runs the agent on a pseudo-terminal");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success() && text.contains("capturing"), "{text}");
+    text
+}
+
+#[test]
+fn colour_only_on_a_terminal_and_never_with_no_color() {
+    require_root();
+    assert!(
+        agent_on_a_terminal(false).contains("\x1b["),
+        "no colour on a terminal"
+    );
+    assert!(
+        !agent_on_a_terminal(true).contains("\x1b["),
+        "colour despite NO_COLOR"
+    );
+}
