@@ -79,6 +79,8 @@ pub fn kind_word(ev: &Event, style: Style) -> String {
         Some(Kind::Exit(_)) => ("exit", Paint::Yellow),
         Some(Kind::Snapshot(_)) => ("snapshot", Paint::Magenta),
         Some(Kind::Loss(_)) => ("LOSS", Paint::Red),
+        Some(Kind::Enforcement(_)) => ("ENFORCE", Paint::Red),
+        Some(Kind::SignalToAgent(_)) => ("SIGNAL", Paint::Red),
         _ => (kind_name(ev), Paint::Bold),
     };
     let padded = format!("{word:<8}");
@@ -140,7 +142,8 @@ pub fn details(ev: &Event) -> String {
             }
             s
         }
-        _ => generic(ev),
+        // Files, sockets, syscalls, enforcement; a kind newer than this CLI: its fields.
+        _ => crate::actions::summary(ev).unwrap_or_else(|| generic(ev)),
     }
 }
 
@@ -398,7 +401,7 @@ mod tests {
         );
         assert_eq!(
             d(r#"{"kind":"file","op":"open","path":"/etc/a b","fd":3,"cpu":1,"seq":9}"#),
-            "fd=3 path='/etc/a b'"
+            "'/etc/a b' fd=3"
         );
         assert_eq!(
             d(

@@ -3,6 +3,7 @@
 //! `main` is lifecycle only: parse the command line, run one command, map its result to an exit
 //! code. The commands live in their own modules; all format logic lives in the library.
 
+mod actions;
 mod cli;
 mod clock;
 mod connect;

@@ -353,3 +353,64 @@ fn schema_2_events_print_in_the_canonical_json_mapping() {
     assert!(v[1].get("event").is_none(), "{}", v[1]);
     assert_eq!(v[1]["payload_hex"], "ffff");
 }
+
+/// A log written by agents before typed events (schema 1, including the kinds added for
+/// io_uring, 32-bit and security syscalls) followed by schema 2 events from a newer agent:
+/// it verifies under the agent's key, and `tree --store` reads both schemas as one history.
+#[test]
+fn a_schema_1_log_still_verifies_and_reads_beside_schema_2() {
+    use lineage_proto::{payload, v1};
+    let tmp = tempfile::tempdir().unwrap();
+    let o = lineagectl(&["keygen", "--out", tmp.path().join("k").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let key = SecretKey::load(&tmp.path().join("k.key")).unwrap();
+    let log = tmp.path().join("log");
+    let store = SegmentStore::create(&log).unwrap();
+    let mut w = ChainWriter::new(HostId([7; 16]));
+    // Lines exactly as the schema 1 agent printed them.
+    for line in [
+        r#"{"time_ns":100,"pid":50,"tgid":50,"exec_id":"b-50-100","parent_exec_id":"b-1-1","cpu":0,"seq":1,"kind":"exec","binary":"/bin/sh","filename":"/bin/sh","argv":["sh","-c","x"],"args_truncated":false,"comm":"sh","ppid":1,"uid":0,"gid":0,"euid":0,"egid":0,"cgroup_id":7,"args_captured":true}"#,
+        r#"{"time_ns":110,"pid":50,"tgid":50,"exec_id":"b-50-100","cpu":0,"seq":2,"kind":"file","op":"mkdir","io_uring":{"opcode":"mkdirat","user_data":3,"ring":"0xffff"},"path":"/tmp/d","path_resolved":"/tmp/d","flags":0,"mode":448,"truncated":false}"#,
+        r#"{"time_ns":120,"pid":50,"tgid":50,"exec_id":"b-50-100","cpu":0,"seq":3,"kind":"syscall","op":"setns","syscall":"setns","nr":308,"args":[4,67108864,0,0,0,0],"result":0}"#,
+    ] {
+        w.append_event(payload::SCHEMA_JSON, line.as_bytes())
+            .unwrap();
+    }
+    store.write(&w.seal(0, &key)).unwrap();
+    let exit = v1::Event {
+        time_ns: 130,
+        pid: 50,
+        tgid: 50,
+        exec_id: "b-50-100".into(),
+        kind: Some(v1::event::Kind::Exit(v1::Exit {
+            code: Some(0),
+            process: true,
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    let mut bytes = Vec::new();
+    payload::encode(&exit, &mut bytes);
+    w.append_event(payload::SCHEMA_PROTOBUF, &bytes).unwrap();
+    store.write(&w.seal(1, &key)).unwrap();
+
+    let public = tmp.path().join("k.pub");
+    let log = log.to_str().unwrap();
+    let o = lineagectl(&["verify", log, "--key", public.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+
+    let o = lineagectl(&["tree", "b-50-100", "--store", log, "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let tree: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let text = tree.to_string();
+    for seen in [
+        r#""argv":["sh","-c","x"]"#,
+        r#""mkdir":{"#,
+        r#""opcode":"mkdirat""#,
+        r#""setns":{"#,
+        r#""nstype":"67108864""#,
+        r#""exit":{"code":0,"process":true}"#,
+    ] {
+        assert!(text.contains(seen), "{seen} not in {text}");
+    }
+}

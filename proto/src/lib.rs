@@ -7,6 +7,7 @@
 
 pub mod codec;
 pub mod payload;
+pub mod syscall;
 pub mod timestamp;
 
 #[allow(

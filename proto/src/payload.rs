@@ -45,7 +45,8 @@ pub fn decode(schema: u16, payload: &[u8]) -> Result<Event, PayloadError> {
 }
 
 /// Fields of a schema 1 object that are common to every kind (the rest belong to the kind).
-const COMMON: [&str; 11] = [
+/// `syscall`, `compat` and `io_uring` were fields of the kinds that had them.
+const COMMON: [&str; 15] = [
     "time_ns",
     "pid",
     "tgid",
@@ -57,7 +58,14 @@ const COMMON: [&str; 11] = [
     "seq",
     "uid",
     "gid",
+    "comm",
+    "syscall",
+    "compat",
+    "io_uring",
 ];
+
+/// Schema 1 kinds that had an `op` naming what is its own kind now.
+const OP_KINDS: [&str; 3] = ["file", "socket", "syscall"];
 
 /// Maps a schema 1 object onto the event message: common fields stay at the top, the kind's
 /// fields move under the kind's name, and the few renamed fields get their new names.
@@ -65,36 +73,96 @@ fn from_schema1(v: Value) -> Result<Event, PayloadError> {
     let Value::Object(mut top) = v else {
         return Err(PayloadError::Kind(String::new()));
     };
-    let mut kind = match top.remove("kind") {
+    let old_kind = match top.remove("kind") {
         Some(Value::String(k)) => k,
         other => return Err(PayloadError::Kind(format!("{other:?}"))),
     };
-    if kind == "file" {
-        // Schema 1 had one `file` kind with an `op`; each op is its own kind now.
-        kind = match top.remove("op") {
+    let kind = if OP_KINDS.contains(&old_kind.as_str()) {
+        // Schema 1 had one kind per family with an `op`; each op is its own kind now.
+        match top.remove("op") {
             Some(Value::String(op)) => op,
-            other => return Err(PayloadError::Kind(format!("file {other:?}"))),
-        };
-    }
+            other => return Err(PayloadError::Kind(format!("{old_kind} {other:?}"))),
+        }
+    } else {
+        old_kind.clone()
+    };
     if !crate::v1::KINDS.contains(&kind.as_str()) {
         return Err(PayloadError::Kind(kind));
     }
     let mut common = Map::new();
     let mut body = Map::new();
     for (k, v) in top {
-        if COMMON.contains(&k.as_str()) || k == "comm" {
+        if COMMON.contains(&k.as_str()) {
             common.insert(k, v);
         } else {
             body.insert(k, v);
         }
     }
-    rename(&mut body, "path2", "new_path");
-    rename(&mut body, "path2_resolved", "new_path_resolved");
+    if old_kind == "syscall" {
+        let raw: Schema1Syscall = serde_json::from_value(Value::Object(body))?;
+        let mut event: Event = serde_json::from_value(Value::Object(common))?;
+        event.kind = crate::syscall::kind(&kind, raw.into());
+        return Ok(event);
+    }
+    match kind.as_str() {
+        // symlink: `path` was the target text and `path2` the link created.
+        "symlink" => {
+            rename(&mut body, "path", "target");
+            rename(&mut body, "path2", "path");
+            rename(&mut body, "path2_resolved", "path_resolved");
+        }
+        // xattrs: `path2` was the attribute name.
+        "setxattr" | "removexattr" => rename(&mut body, "path2", "name"),
+        _ => {
+            rename(&mut body, "path2", "new_path");
+            rename(&mut body, "path2_resolved", "new_path_resolved");
+        }
+    }
     rename(&mut body, "loss_cpu", "cpu");
     pairs_to_objects(&mut body, "ranges", "start", "end");
     pairs_to_objects(&mut body, "failures", "kind", "count");
     common.insert(kind, Value::Object(body));
     Ok(serde_json::from_value(Value::Object(common))?)
+}
+
+/// The fields of a schema 1 `syscall` event besides the common ones.
+#[derive(serde::Deserialize)]
+struct Schema1Syscall {
+    #[serde(default)]
+    nr: u32,
+    #[serde(default)]
+    args: Vec<u64>,
+    #[serde(default)]
+    result: i64,
+    errno: Option<i32>,
+    #[serde(default)]
+    error: String,
+    old_ids: Option<[u32; 8]>,
+    new_ids: Option<[u32; 8]>,
+    old_caps: Option<u64>,
+    new_caps: Option<u64>,
+    name: Option<String>,
+    target: Option<String>,
+}
+
+impl From<Schema1Syscall> for crate::syscall::Raw {
+    fn from(s: Schema1Syscall) -> Self {
+        crate::syscall::Raw {
+            call: crate::v1::SyscallCall {
+                nr: s.nr,
+                args: s.args,
+                result: s.result,
+                errno: s.errno,
+                error: s.error,
+            },
+            old_ids: s.old_ids.unwrap_or_default(),
+            new_ids: s.new_ids.unwrap_or_default(),
+            old_caps: s.old_caps.unwrap_or_default(),
+            new_caps: s.new_caps.unwrap_or_default(),
+            str1: s.name.unwrap_or_default(),
+            str2: s.target.unwrap_or_default(),
+        }
+    }
 }
 
 fn rename(m: &mut Map<String, Value>, from: &str, to: &str) {
