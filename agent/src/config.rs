@@ -46,8 +46,9 @@ print = "none"
 [evidence]
 # Where the signed chain lives (layout: docs/DATA_DIR.md). Created with mode 0700.
 data_dir = "/var/lib/lineage"
-# Signing key; by default <data_dir>/keys/agent.key, generated (mode 0600) at first start.
-# key_path = "/etc/lineage/agent.key"
+# Identity key used only to enrol a data directory nobody enrolled (docs/DATA_DIR.md "Keys").
+# By default a new identity is generated, used once and discarded; prefer `lineagectl enrol`.
+# key_path = "/etc/lineage/identity.key"
 # Source of the host id at first start (a random one is made when it is missing).
 machine_id_path = "/etc/machine-id"
 # Seal the open segment at least this often when it has entries, in milliseconds...

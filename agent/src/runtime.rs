@@ -26,6 +26,7 @@ use tokio::{
 use crate::{
     capture::{
         pipeline::Pipeline,
+        tamper::PolicyWatch,
         worker::{Capture, Control, Inputs, Reload, Settings},
     },
     config::{Config, Fsync},
@@ -233,7 +234,6 @@ pub fn run(
     let metrics_addr = config.metrics.address()?;
     let data = DataDir::open(&config.evidence.data_dir)?;
     let host = data.host_id(&config.evidence.machine_id_path)?;
-    let key = data.signing_key(config.evidence.key_path.as_deref())?;
     probes::ensure_tracefs(&config.kernel.tracefs_path)?;
     probes::raise_memlock();
     let btf = Btf::from_file(&config.kernel.btf_path.to_string_lossy())?;
@@ -265,7 +265,14 @@ pub fn run(
         retention_hard_max_bytes: config.retention.hard_max_bytes,
         acks_dir: data.root.join("acks"),
     };
-    let (recorder, recovery) = Recorder::open(&data.root, &data.wal_path(), host, key, policy)?;
+    let identity_path = config.evidence.key_path.clone();
+    let (recorder, recovery) = Recorder::open(
+        &data.root,
+        &data.wal_path(),
+        host,
+        |last| data.seal_keys(&host, last, identity_path.as_deref()),
+        policy,
+    )?;
     tracing::info!(
         data_dir = %data.root.display(),
         host_id = %host.to_hex(),
@@ -396,6 +403,12 @@ pub fn run(
             filter_rules: compiled_filter.rules.clone(),
         },
         statuses: statuses.clone(),
+        // Twice per seal interval (at most every 250 ms), so a change is sealed within one.
+        policy: PolicyWatch::new(
+            compiled_filter,
+            (Duration::from_millis(config.evidence.seal_interval_ms) / 2)
+                .min(Duration::from_millis(250)),
+        ),
         buf: Vec::with_capacity(1024),
     };
     capture.record_snapshot(&config.kernel.proc_path)?;

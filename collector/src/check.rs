@@ -11,7 +11,8 @@
 //! What the library cannot know, because it sees two files and not the collector's history,
 //! is added here: the segment must carry the number the collector asked for and the host the
 //! agent announced, and the key in effect for the *next* segment follows the valid
-//! KEY_ROTATION entries of this one.
+//! KEY_ROTATION entries of this one (format version 1) or the key its header commits to
+//! (format version 2, forward-secure sealing).
 
 use lineage_evidence::digest::{Digest, HostId};
 use lineage_evidence::entry::Entry;
@@ -133,14 +134,16 @@ pub fn check_segment(ctx: &Context<'_>, number: u64, bytes: &[u8]) -> Result<Acc
     // Accepted by the library, so it parses and its signature and entries check out.
     let view = SegmentView::parse(bytes).expect("the verifier accepted it");
     let header = view.header;
-    let mut next_key = header.public_key;
+    // Format version 2: the header names the next segment's one-time key.
+    let mut next_key = header.seal.map_or(header.public_key, |s| s.next_public_key);
     let mut retention_up_to = None;
     for (i, e) in view.entries().enumerate() {
         let index = header.first_index + i as u64;
         match Entry::parse(e) {
             // Only the first valid rotation of a segment counts (FORMAT.md §9.2).
             Ok(Entry::KeyRotation(r))
-                if next_key == header.public_key
+                if header.seal.is_none()
+                    && next_key == header.public_key
                     && r.old_public == header.public_key
                     && r.new_public != header.public_key
                     && r.verify(&header.host_id, index) =>
@@ -303,6 +306,42 @@ mod tests {
             ..ctx(Some((1, &s1)), Some(k2.public()))
         };
         let r = check_segment(&gap, 3, &s3_old).unwrap_err();
+        assert_eq!(r.kind(), FindingKind::UnknownKey, "{:?}", r.findings);
+    }
+
+    /// Forward-secure (format version 2) segments: the key in effect is the one each header
+    /// commits to; the key that signed the previous segment may not sign again.
+    #[test]
+    fn forward_secure_segments_follow_the_committed_key() {
+        use lineage_evidence::digest::Digest;
+        let identity = SecretKey::from_seed([9; 32]);
+        let k: Vec<SecretKey> = (1..=3).map(|i| SecretKey::from_seed([i; 32])).collect();
+        let mut w = ChainWriter::new(HOST);
+        let cert = lineage_evidence::entry::Enrolment::sign(&HOST, &identity, &k[0].public());
+        w.append_with(|b| cert.encode_into(b)).unwrap();
+        let s0 = w
+            .seal_forward(1, &k[0], &k[1].public(), Digest::ZERO)
+            .to_bytes();
+        let mut w_bad = ChainWriter::from_state(*w.state());
+        w.append_event(1, b"x").unwrap();
+        let s1 = w
+            .seal_forward(2, &k[1], &k[2].public(), Digest::ZERO)
+            .to_bytes();
+        let pinned = [identity.public()];
+        let first = Context {
+            trusted: &pinned,
+            ..ctx(None, None)
+        };
+        let a = check_segment(&first, 0, &s0).unwrap();
+        assert_eq!(a.next_key, k[1].public());
+        let b = check_segment(&ctx(Some((0, &s0)), Some(a.next_key)), 1, &s1).unwrap();
+        assert_eq!(b.next_key, k[2].public());
+        // Segment 1 signed again by segment 0's key (which root might have kept).
+        w_bad.append_event(1, b"x").unwrap();
+        let forged = w_bad
+            .seal_forward(2, &k[0], &k[2].public(), Digest::ZERO)
+            .to_bytes();
+        let r = check_segment(&ctx(Some((0, &s0)), Some(a.next_key)), 1, &forged).unwrap_err();
         assert_eq!(r.kind(), FindingKind::UnknownKey, "{:?}", r.findings);
     }
 

@@ -492,7 +492,10 @@ impl AgentTask {
         }
         state.cursor = next_cursor;
         state.last = Some(LastSegment::of(&accepted.header));
-        if state.key_in_effect.is_some_and(|k| k != accepted.next_key) {
+        // Forward-secure (version 2) segments change key every time; only rotations are news.
+        if accepted.header.seal.is_none()
+            && state.key_in_effect.is_some_and(|k| k != accepted.next_key)
+        {
             info!(agent = %name, host = %host, "agent {name}: KEY_ROTATION to key {} in segment {number}", accepted.next_key.key_id());
         }
         state.key_in_effect = Some(accepted.next_key);

@@ -11,9 +11,12 @@
 use crate::digest::{genesis_link, leaf_hash, link_hash, Digest, HostId};
 pub use crate::entry::ChainPosition;
 use crate::entry::{Entry, Event, KeyRotation, StartReason, ENTRY_HEADER_LEN, MAX_ENTRY_LEN};
+use crate::keys::SIGNATURE_LEN;
 use crate::keys::{PublicKey, SecretKey};
 use crate::merkle;
-use crate::segment::{SealedSegment, SegmentHeader, SegmentView, ENTRIES_OFFSET, MAX_SEGMENT_LEN};
+use crate::segment::{
+    SealCommitment, SealedSegment, SegmentHeader, SegmentView, HEADER_LEN_V2, MAX_SEGMENT_LEN,
+};
 use crate::store::{SegmentStore, StoreError};
 
 /// Why an entry was not appended. The writer's state is unchanged after an error.
@@ -256,7 +259,7 @@ impl ChainWriter {
             Some(AppendError::TooLong(len))
         } else if self.entries[start + 4..start + 6] == [0, 0] {
             Some(AppendError::ZeroKind)
-        } else if (ENTRIES_OFFSET + self.entries.len()) as u64 > MAX_SEGMENT_LEN {
+        } else if (HEADER_LEN_V2 + SIGNATURE_LEN + self.entries.len()) as u64 > MAX_SEGMENT_LEN {
             Some(AppendError::SegmentFull)
         } else {
             None
@@ -297,6 +300,32 @@ impl ChainWriter {
     /// advances the state. Store the result with [`SegmentStore::write`]; if that fails, retry
     /// writing the same segment: the writer has already moved on.
     pub fn seal(&mut self, seal_time_ns: u64, key: &SecretKey) -> SealedSegment {
+        self.seal_with(seal_time_ns, key, None)
+    }
+
+    /// Seals the open segment as a format version 2 (forward-secure) segment: signed by `key`,
+    /// committing to `next_public` as the key of the next segment and to the capture policy
+    /// digest in effect. See [`crate::sealkeys`] for the order of key operations around it.
+    pub fn seal_forward(
+        &mut self,
+        seal_time_ns: u64,
+        key: &SecretKey,
+        next_public: &PublicKey,
+        policy_digest: Digest,
+    ) -> SealedSegment {
+        let seal = SealCommitment {
+            next_public_key: *next_public,
+            policy_digest,
+        };
+        self.seal_with(seal_time_ns, key, Some(seal))
+    }
+
+    fn seal_with(
+        &mut self,
+        seal_time_ns: u64,
+        key: &SecretKey,
+        seal: Option<SealCommitment>,
+    ) -> SealedSegment {
         let public_key = key.public();
         let header = SegmentHeader {
             host_id: self.state.host_id,
@@ -311,6 +340,7 @@ impl ChainWriter {
             seal_time_ns,
             key_id: public_key.key_id(),
             public_key,
+            seal,
         };
         let capacity = self.entries.capacity();
         let entries = std::mem::replace(&mut self.entries, Vec::with_capacity(capacity));

@@ -46,6 +46,10 @@ pub enum EntryKind {
     Retention = 8,
     /// Entries the agent itself could not record (storage unavailable, a full queue).
     Dropped = 9,
+    /// The identity key's certificate for the first sealing key of a forward-secure chain.
+    Enrolment = 10,
+    /// The agent found its capture policy in the kernel changed behind its back.
+    Tamper = 11,
     /// An enforcement mode, policy, decision or summary (docs/ENFORCEMENT.md).
     Enforcement = 12,
 }
@@ -78,6 +82,8 @@ impl TryFrom<u16> for EntryKind {
             7 => EntryKind::Filter,
             8 => EntryKind::Retention,
             9 => EntryKind::Dropped,
+            10 => EntryKind::Enrolment,
+            11 => EntryKind::Tamper,
             12 => EntryKind::Enforcement,
             other => return Err(UnknownKind(other)),
         })
@@ -130,6 +136,10 @@ pub enum Entry<'a> {
     Retention(Retention),
     /// See [`Dropped`].
     Dropped(Dropped),
+    /// See [`Enrolment`].
+    Enrolment(Enrolment),
+    /// See [`Tamper`].
+    Tamper(Tamper),
     /// See [`Enforcement`].
     Enforcement(Enforcement),
     /// A kind or kind version this crate does not know; kept opaque.
@@ -178,6 +188,8 @@ impl<'a> Entry<'a> {
             EntryKind::Filter => Entry::Filter(Filter::parse_body(body)?),
             EntryKind::Retention => Entry::Retention(Retention::parse_body(body)?),
             EntryKind::Dropped => Entry::Dropped(Dropped::parse_body(body)?),
+            EntryKind::Enrolment => Entry::Enrolment(Enrolment::parse_body(body)?),
+            EntryKind::Tamper => Entry::Tamper(Tamper::parse_body(body)?),
             EntryKind::Enforcement => Entry::Enforcement(Enforcement::parse_body(body)?),
         })
     }
@@ -194,6 +206,8 @@ impl<'a> Entry<'a> {
             Entry::Filter(_) => EntryKind::Filter,
             Entry::Retention(_) => EntryKind::Retention,
             Entry::Dropped(_) => EntryKind::Dropped,
+            Entry::Enrolment(_) => EntryKind::Enrolment,
+            Entry::Tamper(_) => EntryKind::Tamper,
             Entry::Enforcement(_) => EntryKind::Enforcement,
             Entry::Unknown { .. } => return None,
         })
@@ -685,6 +699,188 @@ impl KeyRotation {
     }
 }
 
+/// ASCII prefix of the message an ENROLMENT signature covers.
+pub const ENROLMENT_CONTEXT: &[u8] = b"lineage/enrolment/v1";
+
+/// ENROLMENT v1 (128-byte body): `identity_public [32] || epoch_public [32] || signature [64]`.
+///
+/// The host's identity key certifies the first sealing key of a forward-secure chain
+/// (format version 2): the signature is made with the identity key over
+/// `"lineage/enrolment/v1" || host_id [16] || identity_public || epoch_public` (100 bytes). The
+/// entry is recorded in the segment `epoch_public` signs; a verifier that trusts the identity
+/// key accepts that segment, and from it follows the keys each header commits to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Enrolment {
+    /// The identity key (kept off the host).
+    pub identity_public: PublicKey,
+    /// The first sealing key it certifies.
+    pub epoch_public: PublicKey,
+    /// Signature by `identity_public` over [`Enrolment::message`].
+    pub signature: [u8; SIGNATURE_LEN],
+}
+
+impl Enrolment {
+    /// Body length in bytes.
+    pub const BODY_LEN: usize = 128;
+
+    /// The message the identity key signs.
+    pub fn message(host: &HostId, identity: &PublicKey, epoch: &PublicKey) -> Vec<u8> {
+        let mut m = Vec::with_capacity(ENROLMENT_CONTEXT.len() + 16 + 64);
+        m.extend_from_slice(ENROLMENT_CONTEXT);
+        m.extend_from_slice(&host.0);
+        m.extend_from_slice(identity.as_bytes());
+        m.extend_from_slice(epoch.as_bytes());
+        m
+    }
+
+    /// The identity's certificate of `epoch` for `host`.
+    pub fn sign(host: &HostId, identity: &crate::keys::SecretKey, epoch: &PublicKey) -> Self {
+        let identity_public = identity.public();
+        Enrolment {
+            identity_public,
+            epoch_public: *epoch,
+            signature: identity.sign(&Self::message(host, &identity_public, epoch)),
+        }
+    }
+
+    /// Whether the signature is valid for `host`.
+    pub fn verify(&self, host: &HostId) -> bool {
+        let msg = Self::message(host, &self.identity_public, &self.epoch_public);
+        self.identity_public.verify(&msg, &self.signature)
+    }
+
+    /// Appends the 128 body bytes (no entry header) to `out`.
+    pub fn encode_body_into(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.identity_public.as_bytes());
+        out.extend_from_slice(self.epoch_public.as_bytes());
+        out.extend_from_slice(&self.signature);
+    }
+
+    /// Appends the entry bytes to `out`.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        put_header(out, EntryKind::Enrolment);
+        self.encode_body_into(out);
+    }
+
+    /// The entry bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(ENTRY_HEADER_LEN + Self::BODY_LEN);
+        self.encode_into(&mut v);
+        v
+    }
+
+    /// Parses the 128-byte body.
+    pub fn parse_body(body: &[u8]) -> Result<Self, EntryError> {
+        let k = EntryKind::Enrolment;
+        if body.len() != Self::BODY_LEN {
+            return Err(malformed(k, "body is not 128 bytes"));
+        }
+        let mut r = Reader::new(body);
+        let short = || malformed(k, "short");
+        let e = Enrolment {
+            identity_public: PublicKey::from_bytes(r.array().ok_or_else(short)?),
+            epoch_public: PublicKey::from_bytes(r.array().ok_or_else(short)?),
+            signature: r.array().ok_or_else(short)?,
+        };
+        finish(k, &r)?;
+        Ok(e)
+    }
+}
+
+/// What a TAMPER entry reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TamperWhat {
+    /// A capture map's contents differ from the agent's own copy of the policy.
+    CaptureMap = 1,
+    /// A capture program is no longer loaded, or was replaced.
+    Program = 2,
+    /// A capture program is no longer attached (its link is gone).
+    Link = 3,
+}
+
+impl TryFrom<u16> for TamperWhat {
+    type Error = u16;
+    fn try_from(v: u16) -> Result<Self, u16> {
+        Ok(match v {
+            1 => TamperWhat::CaptureMap,
+            2 => TamperWhat::Program,
+            3 => TamperWhat::Link,
+            other => return Err(other),
+        })
+    }
+}
+
+/// Longest TAMPER detail text.
+pub const MAX_TAMPER_DETAIL: usize = 4096;
+
+/// TAMPER v1: `what (u16) || 2 zero bytes || noticed_ns (u64) || policy_digest [32] ||
+/// detail_len (u16) || detail (UTF-8)`. The agent noticed at `noticed_ns` (wall clock) that
+/// the kernel's capture state no longer matched the policy `policy_digest` it holds; `detail`
+/// says what differed (and whether the agent restored it).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Tamper {
+    /// What kind of capture state changed.
+    pub what: TamperWhat,
+    /// When the agent noticed, ns since the Unix epoch.
+    pub noticed_ns: u64,
+    /// The policy the agent holds (FILTER POLICY digest).
+    pub policy_digest: Digest,
+    /// What differed, for humans.
+    pub detail: String,
+}
+
+impl Tamper {
+    /// Appends the entry bytes to `out` (the detail is cut to [`MAX_TAMPER_DETAIL`] bytes at a
+    /// character boundary).
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        let mut end = self.detail.len().min(MAX_TAMPER_DETAIL);
+        while !self.detail.is_char_boundary(end) {
+            end -= 1;
+        }
+        put_header(out, EntryKind::Tamper);
+        out.extend_from_slice(&(self.what as u16).to_le_bytes());
+        out.extend_from_slice(&[0; 2]);
+        out.extend_from_slice(&self.noticed_ns.to_le_bytes());
+        out.extend_from_slice(&self.policy_digest.0);
+        out.extend_from_slice(&(end as u16).to_le_bytes());
+        out.extend_from_slice(&self.detail.as_bytes()[..end]);
+    }
+
+    /// The entry bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::new();
+        self.encode_into(&mut v);
+        v
+    }
+
+    fn parse_body(body: &[u8]) -> Result<Self, EntryError> {
+        let k = EntryKind::Tamper;
+        let short = || malformed(k, "short");
+        let mut r = Reader::new(body);
+        let what = TamperWhat::try_from(r.u16().ok_or_else(short)?)
+            .map_err(|_| malformed(k, "unknown tamper kind"))?;
+        if r.u16().ok_or_else(short)? != 0 {
+            return Err(malformed(k, "reserved bytes not zero"));
+        }
+        let noticed_ns = r.u64().ok_or_else(short)?;
+        let policy_digest = Digest(r.array().ok_or_else(short)?);
+        let len = r.u16().ok_or_else(short)? as usize;
+        if len > MAX_TAMPER_DETAIL {
+            return Err(malformed(k, "detail too long"));
+        }
+        let detail = String::from_utf8(r.bytes(len).ok_or_else(short)?.to_vec())
+            .map_err(|_| malformed(k, "detail is not UTF-8"))?;
+        finish(k, &r)?;
+        Ok(Tamper {
+            what,
+            noticed_ns,
+            policy_digest,
+            detail,
+        })
+    }
+}
+
 /// Why the agent dropped entries itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -892,21 +1088,23 @@ mod tests {
         assert_eq!(EntryKind::Retention.code(), 8);
         assert_eq!(EntryKind::Dropped.code(), 9);
         assert_eq!(EntryKind::Filter.code(), 7);
-        for code in [1u16, 2, 3, 4, 5, 6, 7, 8, 9] {
+        assert_eq!(EntryKind::Enrolment.code(), 10);
+        assert_eq!(EntryKind::Tamper.code(), 11);
+        for code in [1u16, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11] {
             assert_eq!(EntryKind::try_from(code).unwrap().code(), code);
         }
-        for code in [0u16, 10, 11, u16::MAX] {
+        for code in [0u16, 12, 13, u16::MAX] {
             assert_eq!(EntryKind::try_from(code), Err(UnknownKind(code)));
         }
     }
 
     #[test]
     fn unknown_kinds_and_versions_stay_opaque() {
-        let bytes = [11, 0, 1, 0, 0xaa];
+        let bytes = [200, 0, 1, 0, 0xaa];
         assert_eq!(
             Entry::parse(&bytes).unwrap(),
             Entry::Unknown {
-                kind: 11,
+                kind: 200,
                 version: 1,
                 body: &[0xaa]
             }
@@ -1256,6 +1454,8 @@ mod tests {
                 Entry::Retention(x) => x.encode_into(&mut again),
                 Entry::Dropped(x) => x.encode_into(&mut again),
                 Entry::Filter(x) => x.encode_into(&mut again),
+                Entry::Enrolment(x) => x.encode_into(&mut again),
+                Entry::Tamper(x) => x.encode_into(&mut again),
                 Entry::Enforcement(x) => x.encode_into(&mut again),
                 Entry::Unknown { .. } => panic!("encoders only produce known kinds"),
             }

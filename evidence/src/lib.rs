@@ -17,6 +17,7 @@
 //! - [`chain`]: [`chain::ChainWriter`], the append/seal state machine the agent drives.
 //! - [`segment`]: the sealed segment header and file encoding, and its parser.
 //! - [`keys`]: Ed25519 key generation, files, key ids.
+//! - [`sealkeys`]: forward-secure sealing keys on disk (format version 2): enrolment, evolution, erasure.
 //! - [`store`]: one immutable file per segment in a directory, written atomically.
 //! - [`trust`]: which key may sign which segment (anchors, rotations, retired keys).
 //! - [`verify`]: the offline verifier and its findings.
@@ -36,6 +37,7 @@ pub mod lock;
 pub mod merkle;
 pub mod proof;
 pub mod rfc6962;
+pub mod sealkeys;
 pub mod segment;
 pub mod store;
 pub mod tlog;

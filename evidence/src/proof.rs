@@ -5,7 +5,8 @@
 //! in that segment without the rest of the log. Its size is `337 + entry length +
 //! 32 × ⌈log2(entries in the segment)⌉` bytes.
 //!
-//! Layout: `magic "LNGPRF\r\n" || version (u16) = 1 || 2 zero bytes || header (248) ||
+//! Layout: `magic "LNGPRF\r\n" || version (u16) = 1 || 2 zero bytes || header (248, or 312
+//! for a format version 2 header) ||
 //! signature (64) || index (u64) || entry_len (u32) || entry || path_len (u8) ||
 //! path_len × 32-byte hashes`, nothing after.
 
@@ -13,7 +14,7 @@ use crate::digest::{leaf_hash, Digest};
 use crate::entry::{ENTRY_HEADER_LEN, MAX_ENTRY_LEN};
 use crate::keys::{PublicKey, SIGNATURE_LEN};
 use crate::merkle::{self, MAX_PATH_LEN};
-use crate::segment::{SegmentError, SegmentHeader, SegmentView, HEADER_LEN};
+use crate::segment::{SegmentError, SegmentHeader, SegmentView};
 use crate::wire::Reader;
 
 /// First 8 bytes of a proof file.
@@ -100,8 +101,9 @@ impl Proof {
 
     /// The proof file bytes.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out =
-            Vec::with_capacity(12 + HEADER_LEN + 64 + 13 + self.entry.len() + 32 * self.path.len());
+        let mut out = Vec::with_capacity(
+            12 + self.header.len() + 64 + 13 + self.entry.len() + 32 * self.path.len(),
+        );
         out.extend_from_slice(&PROOF_MAGIC);
         out.extend_from_slice(&PROOF_VERSION.to_le_bytes());
         out.extend_from_slice(&[0; 2]);
@@ -130,7 +132,9 @@ impl Proof {
         if r.u16() != Some(0) {
             return Err(ProofError::Syntax("reserved bytes not zero"));
         }
-        let header = SegmentHeader::parse(r.bytes(HEADER_LEN).ok_or(short.clone())?)?;
+        // The header is 248 (version 1) or 312 (version 2) bytes; its version says which.
+        let header_len = SegmentHeader::declared_len(bytes.get(12..).unwrap_or_default())?;
+        let header = SegmentHeader::parse(r.bytes(header_len).ok_or(short.clone())?)?;
         let signature = r.array().ok_or(short.clone())?;
         let index = r.u64().ok_or(short.clone())?;
         let len = r.u32().ok_or(short.clone())? as usize;

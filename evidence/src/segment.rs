@@ -8,6 +8,10 @@
 //! (key id and public key). The signature is Ed25519 over
 //! `"lineage/segment-header/v1" || header`. Files are self-contained so a collector can store
 //! and forward exactly these bytes.
+//!
+//! Format version 2 (forward-secure sealing) appends 64 bytes to the header: the public key
+//! that must sign the *next* segment and the digest of the capture policy in effect at the
+//! seal ([`SealCommitment`]); its signature context is `"lineage/segment-header/v2"`.
 
 use crate::digest::{header_digest, leaf_hash, link_hash, Digest, HostId};
 use crate::entry::{ENTRY_HEADER_LEN, MAX_ENTRY_LEN};
@@ -17,14 +21,29 @@ use crate::wire::Reader;
 
 /// First 8 bytes of every segment file. The CR LF catches text-mode mangling.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"LNGSEG\r\n";
-/// The format version this crate writes and reads.
+/// Format version 1: one long-lived key (rotated by KEY_ROTATION entries).
 pub const FORMAT_VERSION: u16 = 1;
-/// Length of the fixed header.
+/// Format version 2: forward-secure sealing, a new key per segment.
+pub const FORMAT_VERSION_2: u16 = 2;
+/// Length of a version 1 header.
 pub const HEADER_LEN: usize = 248;
-/// Offset of the entries section in a segment file.
+/// Length of a version 2 header.
+pub const HEADER_LEN_V2: usize = HEADER_LEN + 64;
+/// Offset of the entries section in a version 1 segment file.
 pub const ENTRIES_OFFSET: usize = HEADER_LEN + SIGNATURE_LEN;
-/// ASCII prefix of the message a segment signature covers.
+/// ASCII prefix of the message a version 1 segment signature covers.
 pub const SEAL_CONTEXT: &[u8] = b"lineage/segment-header/v1";
+/// ASCII prefix of the message a version 2 segment signature covers.
+pub const SEAL_CONTEXT_V2: &[u8] = b"lineage/segment-header/v2";
+
+/// What a version 2 header adds: the commitments of a forward-secure seal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SealCommitment {
+    /// The public key that must sign segment `segment_number + 1`.
+    pub next_public_key: PublicKey,
+    /// The capture policy in effect at the seal (all zero when the writer records none).
+    pub policy_digest: Digest,
+}
 /// Largest segment file accepted (1 GiB); bounds reads of hostile directories.
 pub const MAX_SEGMENT_LEN: u64 = 1 << 30;
 
@@ -92,15 +111,45 @@ pub struct SegmentHeader {
     pub key_id: KeyId,
     /// The key that signed this header.
     pub public_key: PublicKey,
+    /// Version 2 only: the next key and the policy digest. `None` is a version 1 header.
+    pub seal: Option<SealCommitment>,
 }
 
 impl SegmentHeader {
+    /// The format version (1 or 2).
+    pub fn version(&self) -> u16 {
+        if self.seal.is_some() {
+            FORMAT_VERSION_2
+        } else {
+            FORMAT_VERSION
+        }
+    }
+
+    /// The header's length in bytes (248 or 312).
+    pub fn len(&self) -> usize {
+        if self.seal.is_some() {
+            HEADER_LEN_V2
+        } else {
+            HEADER_LEN
+        }
+    }
+
+    /// Never true; headers have a fixed length per version.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Offset of the entries section in this segment's file.
+    pub fn entries_offset(&self) -> usize {
+        self.len() + SIGNATURE_LEN
+    }
+
     /// The header bytes (what is signed and what the next header's digest covers).
-    pub fn encode(&self) -> [u8; HEADER_LEN] {
-        let mut b = [0u8; HEADER_LEN];
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = vec![0u8; self.len()];
         b[0..8].copy_from_slice(&SEGMENT_MAGIC);
-        b[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-        b[10..12].copy_from_slice(&(HEADER_LEN as u16).to_le_bytes());
+        b[8..10].copy_from_slice(&self.version().to_le_bytes());
+        b[10..12].copy_from_slice(&(self.len() as u16).to_le_bytes());
         // 12..16: flags, zero.
         b[16..32].copy_from_slice(&self.host_id.0);
         b[32..40].copy_from_slice(&self.segment_number.to_le_bytes());
@@ -114,30 +163,59 @@ impl SegmentHeader {
         b[192..200].copy_from_slice(&self.seal_time_ns.to_le_bytes());
         b[200..216].copy_from_slice(&self.key_id.0);
         b[216..248].copy_from_slice(self.public_key.as_bytes());
+        if let Some(s) = &self.seal {
+            b[248..280].copy_from_slice(s.next_public_key.as_bytes());
+            b[280..312].copy_from_slice(&s.policy_digest.0);
+        }
         b
     }
 
-    /// Parses exactly [`HEADER_LEN`] bytes.
-    pub fn parse(b: &[u8]) -> Result<Self, SegmentError> {
-        if b.len() < HEADER_LEN {
+    /// The header length a file starting with `b` declares (from its version), if the first
+    /// 10 bytes are there and the version is known.
+    pub fn declared_len(b: &[u8]) -> Result<usize, SegmentError> {
+        if b.len() < 10 {
             return Err(SegmentError::TooShort(b.len()));
         }
-        let mut r = Reader::new(&b[..HEADER_LEN]);
-        let short = SegmentError::TooShort(b.len());
-        if r.array::<8>() != Some(SEGMENT_MAGIC) {
+        if b[..8] != SEGMENT_MAGIC {
             return Err(SegmentError::BadMagic);
         }
-        let version = r.u16().ok_or(short.clone())?;
-        if version != FORMAT_VERSION {
-            return Err(SegmentError::UnsupportedVersion(version));
+        match u16::from_le_bytes([b[8], b[9]]) {
+            FORMAT_VERSION => Ok(HEADER_LEN),
+            FORMAT_VERSION_2 => Ok(HEADER_LEN_V2),
+            v => Err(SegmentError::UnsupportedVersion(v)),
         }
-        if r.u16() != Some(HEADER_LEN as u16) {
-            return Err(SegmentError::InvalidHeader("header length is not 248"));
+    }
+
+    /// Reads and parses just the header at the start of a segment file (or any reader).
+    pub fn read_from(r: &mut impl std::io::Read) -> std::io::Result<Result<Self, SegmentError>> {
+        let mut buf = [0u8; HEADER_LEN_V2];
+        r.read_exact(&mut buf[..10])?;
+        let len = match Self::declared_len(&buf[..10]) {
+            Ok(len) => len,
+            Err(e) => return Ok(Err(e)),
+        };
+        r.read_exact(&mut buf[10..len])?;
+        Ok(Self::parse(&buf[..len]))
+    }
+
+    /// Parses a header (version 1: 248 bytes, version 2: 312 bytes) at the start of `b`.
+    pub fn parse(b: &[u8]) -> Result<Self, SegmentError> {
+        let len = Self::declared_len(b)?;
+        if b.len() < len {
+            return Err(SegmentError::TooShort(b.len()));
+        }
+        let mut r = Reader::new(&b[8..len]);
+        let short = SegmentError::TooShort(b.len());
+        let version = r.u16().ok_or(short.clone())?;
+        if r.u16() != Some(len as u16) {
+            return Err(SegmentError::InvalidHeader(
+                "header length does not match the version",
+            ));
         }
         if r.u32() != Some(0) {
             return Err(SegmentError::InvalidHeader("flags are not zero"));
         }
-        let mut r2 = Reader::new(&b[16..HEADER_LEN]);
+        let mut r2 = Reader::new(&b[16..len]);
         let h = SegmentHeader {
             host_id: HostId(r2.array().ok_or(short.clone())?),
             segment_number: r2.u64().ok_or(short.clone())?,
@@ -150,8 +228,16 @@ impl SegmentHeader {
             merkle_root: Digest(r2.array().ok_or(short.clone())?),
             seal_time_ns: r2.u64().ok_or(short.clone())?,
             key_id: KeyId(r2.array().ok_or(short.clone())?),
-            public_key: PublicKey::from_bytes(r2.array().ok_or(short)?),
+            public_key: PublicKey::from_bytes(r2.array().ok_or(short.clone())?),
+            seal: None,
         };
+        let mut h = h;
+        if version == FORMAT_VERSION_2 {
+            h.seal = Some(SealCommitment {
+                next_public_key: PublicKey::from_bytes(r2.array().ok_or(short.clone())?),
+                policy_digest: Digest(r2.array().ok_or(short)?),
+            });
+        }
         if h.first_index.checked_add(h.entry_count).is_none() {
             return Err(SegmentError::InvalidHeader(
                 "first_index + entry_count overflows",
@@ -177,8 +263,13 @@ impl SegmentHeader {
 
     /// The bytes the Ed25519 signature covers.
     pub fn signing_message(&self) -> Vec<u8> {
-        let mut m = Vec::with_capacity(SEAL_CONTEXT.len() + HEADER_LEN);
-        m.extend_from_slice(SEAL_CONTEXT);
+        let context = if self.seal.is_some() {
+            SEAL_CONTEXT_V2
+        } else {
+            SEAL_CONTEXT
+        };
+        let mut m = Vec::with_capacity(context.len() + self.len());
+        m.extend_from_slice(context);
         m.extend_from_slice(&self.encode());
         m
     }
@@ -219,7 +310,7 @@ impl SealedSegment {
 
     /// Length of the file.
     pub fn file_len(&self) -> usize {
-        ENTRIES_OFFSET + self.entries.len()
+        self.header.entries_offset() + self.entries.len()
     }
 
     /// The exact file bytes.
@@ -269,16 +360,18 @@ impl<'a> SegmentView<'a> {
         if bytes.len() as u64 > MAX_SEGMENT_LEN {
             return Err(SegmentError::TooLong(bytes.len() as u64));
         }
-        if bytes.len() < ENTRIES_OFFSET {
-            if bytes.len() >= 8 && bytes[..8] != SEGMENT_MAGIC {
-                return Err(SegmentError::BadMagic);
-            }
+        if bytes.len() >= 8 && bytes[..8] != SEGMENT_MAGIC {
+            return Err(SegmentError::BadMagic);
+        }
+        let header_len = SegmentHeader::declared_len(bytes)?;
+        let entries_offset = header_len + SIGNATURE_LEN;
+        if bytes.len() < entries_offset {
             return Err(SegmentError::TooShort(bytes.len()));
         }
-        let header = SegmentHeader::parse(&bytes[..HEADER_LEN])?;
+        let header = SegmentHeader::parse(&bytes[..header_len])?;
         let mut signature = [0u8; SIGNATURE_LEN];
-        signature.copy_from_slice(&bytes[HEADER_LEN..ENTRIES_OFFSET]);
-        let entries_section = &bytes[ENTRIES_OFFSET..];
+        signature.copy_from_slice(&bytes[header_len..entries_offset]);
+        let entries_section = &bytes[entries_offset..];
         if header.entries_len != entries_section.len() as u64 {
             return Err(SegmentError::Framing(
                 "entries_len does not match the file length",
@@ -305,7 +398,7 @@ impl<'a> SegmentView<'a> {
         }
         Ok(SegmentView {
             header,
-            header_bytes: &bytes[..HEADER_LEN],
+            header_bytes: &bytes[..header_len],
             signature,
             entries_section,
         })

@@ -7,6 +7,11 @@
 //! then retired for good. Retirement is what makes rotation mean something: a stolen or
 //! leaked retired key must not be able to append to the log, even if the verifier was told to
 //! trust it once.
+//!
+//! Format version 2 (forward-secure sealing) uses the same walk with one-time keys: an accepted
+//! version 2 segment retires its own key and puts the key its header commits to in effect. A
+//! version 2 segment may also be accepted through an ENROLMENT entry in it, signed by a trusted
+//! identity key, that certifies its key.
 
 use std::collections::BTreeMap;
 
@@ -17,6 +22,34 @@ use crate::keys::PublicKey;
 pub enum Retired {
     /// A KEY_ROTATION at this chain index replaced it.
     Rotation(u64),
+    /// A one-time (format version 2) key that already signed this segment.
+    Used(u64),
+}
+
+/// What the walk knows about the segment being judged.
+#[derive(Debug, Clone, Copy)]
+pub struct Signed<'a> {
+    /// Its segment number.
+    pub segment: u64,
+    /// The key that signed it.
+    pub key: PublicKey,
+    /// Segment numbers are absent just before it.
+    pub after_gap: bool,
+    /// Format version 2: the key its header commits to for the next segment.
+    pub next: Option<PublicKey>,
+    /// Identity keys of the valid ENROLMENT entries in it that certify `key`.
+    pub enrolled_by: &'a [PublicKey],
+}
+
+/// How a segment was accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accepted {
+    /// By the key in effect.
+    InEffect,
+    /// By a trusted key as a starting anchor, or on first use.
+    Anchor,
+    /// By an ENROLMENT from a trusted identity key (or, without trusted keys, on first use).
+    Enrolled(PublicKey),
 }
 
 /// Why a segment's key was not accepted.
@@ -44,6 +77,8 @@ pub enum RotationRefusal {
     SecondRotation,
     /// The new key was retired earlier.
     NewKeyRetired,
+    /// KEY_ROTATION has no meaning in a format version 2 segment.
+    ForwardSecure,
 }
 
 /// The key state of a verification walk.
@@ -74,25 +109,58 @@ impl KeyTracker {
         self.retired.get(key.as_bytes()).copied()
     }
 
-    /// Judges the next segment in the walk, signed by `key`. `after_gap` says that segment
-    /// numbers are absent just before it. On acceptance `key` becomes the key in effect.
-    pub fn accept(&mut self, key: PublicKey, after_gap: bool) -> Result<(), Refusal> {
-        if self.in_effect == Some(key) {
-            return Ok(());
+    /// Judges the next segment in the walk. On acceptance the key in effect becomes its key
+    /// (version 1) or the key its header commits to (version 2, whose own key is retired).
+    pub fn accept(&mut self, s: &Signed<'_>) -> Result<Accepted, Refusal> {
+        let how = self.judge(s)?;
+        match s.next {
+            Some(next) => {
+                self.retired
+                    .insert(*s.key.as_bytes(), Retired::Used(s.segment));
+                self.in_effect = Some(next);
+            }
+            None => self.in_effect = Some(s.key),
         }
+        Ok(how)
+    }
+
+    /// Version 1 shorthand: a segment signed by `key` with no enrolment.
+    pub fn accept_v1(
+        &mut self,
+        segment: u64,
+        key: PublicKey,
+        after_gap: bool,
+    ) -> Result<Accepted, Refusal> {
+        self.accept(&Signed {
+            segment,
+            key,
+            after_gap,
+            next: None,
+            enrolled_by: &[],
+        })
+    }
+
+    fn judge(&self, s: &Signed<'_>) -> Result<Accepted, Refusal> {
+        let key = s.key;
+        // Retirement first: a version 2 header may even commit to its own (now used) key.
         if let Some(r) = self.retired(&key) {
             return Err(Refusal::Retired(r));
         }
-        let anchor_allowed = self.in_effect.is_none() || after_gap;
-        let anchored = if self.trusted.is_empty() {
-            // Trust on first use: only the very first segment of the walk.
-            self.in_effect.is_none()
-        } else {
-            anchor_allowed && self.trusted.contains(&key)
-        };
-        if anchored {
-            self.in_effect = Some(key);
-            return Ok(());
+        if self.in_effect == Some(key) {
+            return Ok(Accepted::InEffect);
+        }
+        let first_use = self.trusted.is_empty() && self.in_effect.is_none();
+        if let Some(id) = s
+            .enrolled_by
+            .iter()
+            .find(|id| first_use || self.trusted.contains(id))
+        {
+            return Ok(Accepted::Enrolled(*id));
+        }
+        let anchor_allowed = self.in_effect.is_none() || s.after_gap;
+        // Without trusted keys: trust on first use, only the very first segment of the walk.
+        if first_use || (anchor_allowed && self.trusted.contains(&key)) {
+            return Ok(Accepted::Anchor);
         }
         match self.in_effect {
             Some(k) if self.trusted.contains(&key) => Err(Refusal::NotInEffect(k)),
@@ -144,29 +212,29 @@ mod tests {
     #[test]
     fn a_pinned_key_is_only_a_starting_anchor() {
         let mut t = KeyTracker::new(&[k(1), k(2)]);
-        t.accept(k(1), false).unwrap();
+        t.accept_v1(0, k(1), false).unwrap();
         // k(2) is trusted, but k(1) is in effect and no rotation introduced k(2).
-        assert_eq!(t.accept(k(2), false), Err(Refusal::NotInEffect(k(1))));
+        assert_eq!(t.accept_v1(0, k(2), false), Err(Refusal::NotInEffect(k(1))));
         // After a gap the key in effect is unknown: a trusted key may anchor again.
-        t.accept(k(2), true).unwrap();
+        t.accept_v1(0, k(2), true).unwrap();
         assert_eq!(t.in_effect(), Some(k(2)));
     }
 
     #[test]
     fn a_rotation_retires_the_old_key_for_good() {
         let mut t = KeyTracker::new(&[k(1)]);
-        t.accept(k(1), false).unwrap();
+        t.accept_v1(0, k(1), false).unwrap();
         t.rotate(k(1), k(1), k(2), 7, true, true).unwrap();
         assert_eq!(
-            t.accept(k(1), false),
+            t.accept_v1(0, k(1), false),
             Err(Refusal::Retired(Retired::Rotation(7)))
         );
         // Not even after a gap, although k(1) is trusted.
         assert_eq!(
-            t.accept(k(1), true),
+            t.accept_v1(0, k(1), true),
             Err(Refusal::Retired(Retired::Rotation(7)))
         );
-        t.accept(k(2), false).unwrap();
+        t.accept_v1(0, k(2), false).unwrap();
         // Rotating back to a retired key is refused.
         assert_eq!(
             t.rotate(k(2), k(2), k(1), 9, true, true),
@@ -182,10 +250,53 @@ mod tests {
         );
     }
 
+    fn v2<'a>(
+        segment: u64,
+        key: PublicKey,
+        next: PublicKey,
+        enrolled_by: &'a [PublicKey],
+    ) -> Signed<'a> {
+        Signed {
+            segment,
+            key,
+            after_gap: false,
+            next: Some(next),
+            enrolled_by,
+        }
+    }
+
+    #[test]
+    fn forward_secure_keys_chain_from_an_enrolment() {
+        let identity = k(9);
+        let mut t = KeyTracker::new(&[identity]);
+        // The first key is only accepted through the identity's certificate.
+        assert!(t.accept(&v2(0, k(1), k(2), &[])).is_err());
+        assert_eq!(
+            t.accept(&v2(0, k(1), k(2), &[identity])),
+            Ok(Accepted::Enrolled(identity))
+        );
+        assert_eq!(t.accept(&v2(1, k(2), k(3), &[])), Ok(Accepted::InEffect));
+        // A key that already signed cannot sign again, nor can an uncommitted one.
+        assert_eq!(
+            t.accept(&v2(2, k(2), k(4), &[])),
+            Err(Refusal::Retired(Retired::Used(1)))
+        );
+        assert!(matches!(
+            t.accept(&v2(2, k(5), k(6), &[])),
+            Err(Refusal::Unknown { .. })
+        ));
+        // An enrolment by an untrusted identity does not help.
+        assert!(t.accept(&v2(2, k(5), k(6), &[k(8)])).is_err());
+        t.accept(&v2(2, k(3), k(4), &[])).unwrap();
+    }
+
     #[test]
     fn without_trusted_keys_only_the_first_segment_is_taken_on_trust() {
         let mut t = KeyTracker::new(&[]);
-        t.accept(k(5), false).unwrap();
-        assert!(matches!(t.accept(k(6), true), Err(Refusal::Unknown { .. })));
+        t.accept_v1(0, k(5), false).unwrap();
+        assert!(matches!(
+            t.accept_v1(0, k(6), true),
+            Err(Refusal::Unknown { .. })
+        ));
     }
 }

@@ -26,7 +26,7 @@ use crate::keys::{KeyId, PublicKey};
 use crate::merkle;
 use crate::segment::{SegmentHeader, SegmentView};
 use crate::store::{SegmentStore, StoreError};
-use crate::trust::{KeyTracker, Refusal, Retired, RotationRefusal};
+use crate::trust::{Accepted, KeyTracker, Refusal, Retired, RotationRefusal, Signed};
 
 /// What a finding says. The names are part of the CLI's JSON output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
@@ -59,6 +59,9 @@ pub enum FindingKind {
     Unwitnessed,
     /// An agent's log is behind what a collector already holds (docs/COLLECTOR.md).
     Rollback,
+    /// A TAMPER entry: the agent found its capture policy in the kernel changed behind its
+    /// back (what was captured around then cannot be trusted to be complete).
+    Tamper,
 }
 
 /// How bad a finding is, in the order the CLI's exit codes rank them.
@@ -100,9 +103,8 @@ impl FindingKind {
     pub fn outcome(self) -> Outcome {
         use FindingKind::*;
         match self {
-            Modified | BadSignature | UnknownKey | Fork | Malformed | Reordered | Replayed => {
-                Outcome::IntegrityFailure
-            }
+            Modified | BadSignature | UnknownKey | Fork | Malformed | Reordered | Replayed
+            | Tamper => Outcome::IntegrityFailure,
             MissingSegments | Truncated | UnexplainedGap | Unwitnessed | Rollback => {
                 Outcome::CompletenessFailure
             }
@@ -127,6 +129,7 @@ impl FindingKind {
             DeclaredLoss => "DECLARED_LOSS",
             Unwitnessed => "UNWITNESSED",
             Rollback => "ROLLBACK",
+            Tamper => "TAMPER",
         }
     }
 }
@@ -433,6 +436,8 @@ struct Checked {
     losses: Vec<(u64, Loss)>,
     drops: Vec<(u64, Dropped)>,
     retentions: Vec<(u64, Retention)>,
+    /// Identity keys of valid ENROLMENT entries certifying this segment's own key.
+    enrolled_by: Vec<PublicKey>,
     head_link: Option<Digest>,
 }
 
@@ -518,6 +523,8 @@ impl Verifier {
         let mut losses = Vec::new();
         let mut drops = Vec::new();
         let mut retentions = Vec::new();
+        let mut enrolled_by = Vec::new();
+        let mut tampers = Vec::new();
         let mut head_link = None;
         let mut malformed = Vec::new();
         let mut kinds: Vec<(String, u64)> = Vec::new();
@@ -590,6 +597,16 @@ impl Verifier {
                         ));
                     }
                 }
+                Ok(Entry::Enrolment(en)) => {
+                    bump(&mut kinds, "ENROLMENT");
+                    if en.epoch_public == h.public_key && en.verify(&h.host_id) {
+                        enrolled_by.push(en.identity_public);
+                    }
+                }
+                Ok(Entry::Tamper(t)) => {
+                    bump(&mut kinds, "TAMPER");
+                    tampers.push((index, t));
+                }
                 Ok(Entry::AgentStop(_)) => bump(&mut kinds, "AGENT_STOP"),
                 Ok(Entry::Heartbeat(_)) => bump(&mut kinds, "HEARTBEAT"),
                 Ok(Entry::Unknown { kind, version, .. }) => {
@@ -627,6 +644,17 @@ impl Verifier {
                         .ents(Some(Range::one(index))),
                 );
             }
+            for (index, t) in tampers {
+                let what = format!(
+                    "the agent found its capture state changed ({:?}) at {} ns, policy {}: {}",
+                    t.what, t.noticed_ns, t.policy_digest, t.detail
+                );
+                self.findings.push(
+                    at(Finding::new(FindingKind::Tamper, what))
+                        .seg(h.segment_number)
+                        .ents(Some(Range::one(index))),
+                );
+            }
         }
         self.checked.push(Checked {
             file: file.to_owned(),
@@ -638,6 +666,7 @@ impl Verifier {
             losses: if content_ok { losses } else { Vec::new() },
             drops: if content_ok { drops } else { Vec::new() },
             retentions: if content_ok { retentions } else { Vec::new() },
+            enrolled_by: if content_ok { enrolled_by } else { Vec::new() },
             head_link: if content_ok { head_link } else { None },
         });
     }
@@ -781,6 +810,20 @@ impl Verifier {
                     );
                 }
                 _ => {}
+            }
+            if let Some(p) = prev.filter(|p| p.header.seal.is_some() && h.seal.is_none()) {
+                self.findings.push(
+                    Finding::new(
+                        FindingKind::Fork,
+                        format!(
+                            "segment {n} is format version 1 after format version 2 segment {}: \
+                             a forward-secure chain never goes back to a long-lived key",
+                            p.header.segment_number
+                        ),
+                    )
+                    .seg(n)
+                    .file(&c.file),
+                );
             }
             if n == 0
                 && (h.first_index != 0
@@ -934,10 +977,24 @@ impl Verifier {
         let h = &c.header;
         let n = h.segment_number;
         let k = h.public_key;
-        let accepted = match tracker.accept(k, after_gap) {
-            Ok(()) => {
-                match keys.iter_mut().find(|u| u.public_key == k) {
-                    Some(u) => u.segments.last = n,
+        let signed = Signed {
+            segment: n,
+            key: k,
+            after_gap,
+            next: h.seal.map(|s| s.next_public_key),
+            enrolled_by: &c.enrolled_by,
+        };
+        let accepted = match tracker.accept(&signed) {
+            Ok(how) => {
+                // A forward-secure key chain is listed once, under its first key.
+                let chained = h.seal.is_some() && how == Accepted::InEffect;
+                let known = keys.iter().position(|u| u.public_key == k);
+                match known.or(if chained {
+                    keys.len().checked_sub(1)
+                } else {
+                    None
+                }) {
+                    Some(i) => keys[i].segments.last = n,
                     None => keys.push(KeyUse {
                         key_id: h.key_id,
                         public_key: k,
@@ -952,11 +1009,19 @@ impl Verifier {
                         "a retired key: the KEY_ROTATION at entry {index} replaced it, and a \
                          retired key signs nothing after its rotation"
                     ),
+                    Refusal::Retired(Retired::Used(s)) => {
+                        format!("a one-time sealing key that already signed segment {s}")
+                    }
                     Refusal::NotInEffect(in_effect) => format!(
                         "a trusted key, but key {} is in effect and no valid KEY_ROTATION \
                          introduced this one; a trusted key is only a starting anchor",
                         in_effect.key_id()
                     ),
+                    Refusal::Unknown { in_effect: Some(_) } if h.seal.is_some() => {
+                        "not the key the previous segment committed to, and no ENROLMENT by a \
+                         trusted identity key certifies it"
+                            .to_string()
+                    }
                     Refusal::Unknown { in_effect: Some(_) } => "neither the key in effect nor a \
                         trusted key, and no valid KEY_ROTATION introduced it"
                         .to_string(),
@@ -983,7 +1048,9 @@ impl Verifier {
         let mut first = true;
         for (index, rot) in &c.rotations {
             let signature_ok = rot.verify(&h.host_id, *index);
-            let result = if accepted {
+            let result = if h.seal.is_some() {
+                Err(RotationRefusal::ForwardSecure)
+            } else if accepted {
                 tracker.rotate(
                     k,
                     rot.old_public,
@@ -1014,6 +1081,10 @@ impl Verifier {
                     "the segment already changed the key once (one KEY_ROTATION per segment)"
                 }
                 Err(RotationRefusal::NewKeyRetired) => "the new key was retired earlier",
+                Err(RotationRefusal::ForwardSecure) => {
+                    "format version 2 segments change keys by their header commitments, not by \
+                     KEY_ROTATION"
+                }
             };
             self.findings.push(
                 Finding::new(
@@ -1305,6 +1376,8 @@ impl EntryKind {
             EntryKind::Filter => "FILTER",
             EntryKind::Retention => "RETENTION",
             EntryKind::Dropped => "DROPPED",
+            EntryKind::Enrolment => "ENROLMENT",
+            EntryKind::Tamper => "TAMPER",
             EntryKind::Enforcement => "ENFORCEMENT",
         }
     }

@@ -7,7 +7,9 @@ rotation, the continuity rules and the proof. Then checks evidence/testdata/v1-r
 whose oldest segments were deleted under a RETENTION entry (FORMAT.md §4.7, §9.2), with DROPPED
 entries (§4.8). Then checks evidence/testdata/ed25519-strict, the strict Ed25519 rules of §2.1
 (with its own point arithmetic, because the cryptography package accepts the small-order
-forgery A = R = identity, S = 0). Exits non-zero on the first mismatch.
+forgery A = R = identity, S = 0), and evidence/testdata/v2, a forward-secure (format version 2)
+log anchored at an identity key through an ENROLMENT entry. Exits non-zero on the first
+mismatch.
 
 Needs: pip install blake3 cryptography
 """
@@ -22,6 +24,7 @@ from cryptography.exceptions import InvalidSignature
 
 V1 = os.path.join(os.path.dirname(os.path.abspath(__file__)), "v1")
 V1R = os.path.join(os.path.dirname(os.path.abspath(__file__)), "v1-retention")
+V2 = os.path.join(os.path.dirname(os.path.abspath(__file__)), "v2")
 STRICT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ed25519-strict")
 
 
@@ -197,6 +200,92 @@ def parse_segment(data):
         pos += 4 + n
     check(pos == len(body), "framing")
     return h, data[:248], sig, entries
+
+
+HEADER_V2_TAIL = struct.Struct("<32s32s")
+
+
+def parse_segment_v2(data):
+    """Format version 2 (FORMAT.md §5): 312-byte header, signature context v2."""
+    f = HEADER.unpack(data[:248])
+    names = ["magic", "version", "header_len", "flags", "host_id", "segment_number", "first_index",
+             "entry_count", "entries_len", "prev_header_digest", "start_link", "chain_head",
+             "merkle_root", "seal_time_ns", "key_id", "public_key"]
+    h = dict(zip(names, f))
+    h["next_public_key"], h["policy_digest"] = HEADER_V2_TAIL.unpack(data[248:312])
+    check(h["magic"] == b"LNGSEG\r\n" and h["version"] == 2 and h["header_len"] == 312 and h["flags"] == 0,
+          "v2 header constants")
+    sig, body = data[312:376], data[376:]
+    check(h["entries_len"] == len(body), "v2 entries_len")
+    entries, pos = [], 0
+    for _ in range(h["entry_count"]):
+        (n,) = struct.unpack_from("<I", body, pos)
+        check(4 <= n <= 1 << 20, "v2 entry length")
+        entries.append(body[pos + 4:pos + 4 + n])
+        pos += 4 + n
+    check(pos == len(body), "v2 framing")
+    return h, data[:312], sig, entries
+
+
+def check_v2_vectors():
+    """Forward-secure sealing (FORMAT.md §4.11, §8.1, §9.2): the identity certifies the first
+    sealing key in an ENROLMENT entry; each header commits to the next key; a key signs once;
+    each header states the newest FILTER POLICY digest (zero before any)."""
+    exp = json.load(open(os.path.join(V2, "expected.json")))
+    host = bytes.fromhex(exp["host_id"])
+    idk = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(exp["identity"]["seed_hex"]))
+    identity = idk.public_key().public_bytes_raw()
+    check(identity.hex() == exp["identity"]["public_hex"], "identity key")
+    line = open(os.path.join(V2, "identity.pub")).read().split()
+    check(line[:2] == ["lineage-ed25519-public-v1", identity.hex()], "identity.pub")
+    in_effect, used, policy, prev = None, set(), bytes(32), None
+    for s in exp["segments"]:
+        h, hb, sig, entries = parse_segment_v2(open(os.path.join(V2, s["file"]), "rb").read())
+        n = h["segment_number"]
+        check(hb.hex() == s["header_hex"] and header_digest(hb).hex() == s["header_digest"], f"v2 {n} header")
+        check(key_id(h["public_key"]) == h["key_id"], f"v2 {n} key id")
+        check(ed_verify(h["public_key"], b"lineage/segment-header/v2" + hb, sig), f"v2 {n} signature")
+        check(h["host_id"] == host, f"v2 {n} host")
+        if prev is None:
+            check(n == 0 and h["first_index"] == 0 and h["prev_header_digest"] == bytes(32)
+                  and h["start_link"] == genesis(host), "v2 genesis")
+        else:
+            ph, phb = prev
+            check(n == ph["segment_number"] + 1 and h["prev_header_digest"] == header_digest(phb)
+                  and h["first_index"] == ph["first_index"] + ph["entry_count"]
+                  and h["start_link"] == ph["chain_head"], f"v2 {n} continuity")
+        lk, leaves, enrolled = h["start_link"], [], False
+        for i, e in enumerate(entries):
+            idx = h["first_index"] + i
+            ee = s["entries"][i]
+            lf = leaf(e)
+            lk = link(lk, idx, lf)
+            check(ee["entry_hex"] == e.hex() and ee["link"] == lk.hex(), f"v2 entry {idx}")
+            leaves.append(lf)
+            kind, ver = struct.unpack_from("<HH", e)
+            if kind == 10:  # ENROLMENT, 132 bytes, 100-byte message
+                check(len(e) == 132, "ENROLMENT length")
+                ident, sealing, esig = e[4:36], e[36:68], e[68:132]
+                msg = b"lineage/enrolment/v1" + host + ident + sealing
+                check(len(msg) == 100, "enrolment message length")
+                enrolled |= (ident == identity and sealing == h["public_key"]
+                             and ed_verify(ident, msg, esig))
+            if kind == 7:  # FILTER: form 1 = POLICY, text at offset 44
+                form, zero = struct.unpack_from("<HH", e, 4)
+                digest, (tlen,) = e[8:40], struct.unpack_from("<I", e, 40)
+                if form == 1:
+                    check(len(e) == 44 + tlen and blake3(e[44:]).digest() == digest, "FILTER POLICY")
+                    policy = digest
+        check(lk == h["chain_head"] and mth(leaves) == h["merkle_root"], f"v2 {n} head and root")
+        check(h["public_key"] not in used, f"v2 {n}: a sealing key signs one segment")
+        check(h["public_key"] == in_effect or enrolled, f"v2 {n} key chain")
+        check(h["policy_digest"] == policy, f"v2 {n} policy digest")
+        used.add(h["public_key"])
+        in_effect = h["next_public_key"]
+        prev = (h, hb)
+    check(policy.hex() == exp["policy_digest"], "v2 policy digest value")
+    print(f"OK: format version 2 vectors: {len(exp['segments'])} segments, the enrolment, the key "
+          f"chain and the policy digests match docs/FORMAT.md")
 
 
 def parse_dropped(e):
@@ -392,6 +481,7 @@ def main():
           f"and the proof match docs/FORMAT.md")
     check_retention_vectors()
     check_strict_vectors()
+    check_v2_vectors()
 
 
 if __name__ == "__main__":

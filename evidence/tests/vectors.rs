@@ -319,6 +319,114 @@ fn generate(out: &Path) {
     .unwrap();
 }
 
+fn testdata_v2() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/v2")
+}
+
+/// Format version 2 (forward-secure sealing): identity = seed `03`×32, sealing key of segment n
+/// = seed `10+n`×32 (the agent draws them at random; fixed here for reproducibility).
+///
+/// - segment 0: AGENT_START, ENROLMENT (identity certifies key 0), EVENT (indices 0–2)
+/// - segment 1: FILTER POLICY, EVENT (3–4); its header carries the policy digest
+/// - segment 2: empty (a heartbeat seal)
+/// - segment 3: EVENT, AGENT_STOP (5–6)
+fn generate_v2(out: &Path) {
+    let identity = SecretKey::from_seed([0x03; 32]);
+    let key = |n: u8| SecretKey::from_seed([0x10 + n; 32]);
+    let store = SegmentStore::create(&out.join("log")).unwrap();
+    let mut w = ChainWriter::new(HOST);
+    let cert = lineage_evidence::entry::Enrolment::sign(&HOST, &identity, &key(0).public());
+    let start = AgentStart {
+        reason: StartReason::FirstStart,
+        config_digest: Digest(*blake3::hash(b"example config").as_bytes()),
+        last_durable: ChainPosition {
+            next_index: 0,
+            head: genesis_link(&HOST),
+        },
+        agent_version: "0.1.0".into(),
+        programs: vec![],
+    };
+    w.append_with(|b| start.encode_into(b).unwrap()).unwrap();
+    w.append_with(|b| cert.encode_into(b)).unwrap();
+    w.append_event(1, b"exec pid=100 /usr/bin/true").unwrap();
+    let none = Digest::ZERO;
+    store
+        .write(&w.seal_forward(T0 + 1_000_000_000, &key(0), &key(1).public(), none))
+        .unwrap();
+    let policy = lineage_evidence::entry::Filter::policy("[filter]\nkinds = [\"exec\"]\n");
+    let lineage_evidence::entry::Filter::Policy { policy_digest, .. } = &policy else {
+        unreachable!()
+    };
+    let policy_digest = *policy_digest;
+    w.append_with(|b| policy.encode_into(b)).unwrap();
+    w.append_event(1, b"exec pid=101 /bin/ls").unwrap();
+    store
+        .write(&w.seal_forward(T0 + 2_000_000_000, &key(1), &key(2).public(), policy_digest))
+        .unwrap();
+    store
+        .write(&w.seal_forward(T0 + 3_000_000_000, &key(2), &key(3).public(), policy_digest))
+        .unwrap();
+    w.append_event(1, b"exit pid=101 code=0").unwrap();
+    w.append_with(|b| {
+        AgentStop {
+            reason: StopReason::Requested,
+            time_ns: T0 + 3_900_000_000,
+        }
+        .encode_into(b)
+    })
+    .unwrap();
+    store
+        .write(&w.seal_forward(T0 + 4_000_000_000, &key(3), &key(4).public(), policy_digest))
+        .unwrap();
+    identity.public().save(&out.join("identity.pub")).unwrap();
+    let sealing: Vec<_> = (0..5u8)
+        .map(|n| {
+            serde_json::json!({
+                "seed_hex": hex::encode([0x10 + n; 32]),
+                "public_hex": key(n).public().to_string(),
+            })
+        })
+        .collect();
+    let expected = serde_json::json!({
+        "host_id": HOST.to_hex(),
+        "identity": {
+            "seed_hex": hex::encode([3u8; 32]),
+            "public_hex": identity.public().to_string(),
+            "key_id": identity.public().key_id().to_string(),
+        },
+        "sealing_keys": sealing,
+        "policy_digest": policy_digest.to_hex(),
+        "segments": segments_json(&store, 0..=3),
+        "verify": {"trusted_keys": ["identity"], "outcome": "ok", "findings": []},
+    });
+    fs::write(
+        out.join("expected.json"),
+        serde_json::to_string_pretty(&expected).unwrap() + "\n",
+    )
+    .unwrap();
+}
+
+#[test]
+fn committed_v2_vectors_match_the_generator() {
+    check_generator(generate_v2, &testdata_v2());
+}
+
+#[test]
+fn committed_v2_vectors_verify_against_the_identity_only() {
+    let id = lineage_evidence::PublicKey::load_file(&testdata_v2().join("identity.pub")).unwrap();
+    let r = verify_dir(
+        &testdata_v2().join("log"),
+        &VerifyOptions {
+            trusted_keys: id,
+            known_head: None,
+        },
+    )
+    .unwrap();
+    assert_eq!(r.outcome, Outcome::Ok, "{:#?}", r.findings);
+    assert_eq!(r.segments_ok, 4);
+    assert_eq!(r.entry_kinds.get("ENROLMENT"), Some(&1));
+}
+
 fn testdata_strict() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/ed25519-strict")
 }

@@ -28,6 +28,16 @@ pub struct Cli {
 pub enum Command {
     /// Generate an Ed25519 signing key: <OUT>.key (mode 0600) and <OUT>.pub.
     Keygen(KeygenArgs),
+    /// Enrol an agent's data directory under an identity key kept off the host.
+    ///
+    /// Creates the first forward-secure sealing key in <DATA_DIR>/keys/seal.key and the
+    /// identity's certificate of it in <DATA_DIR>/keys/enrolment, and writes the identity's
+    /// public key to <DATA_DIR>/keys/agent.pub. The identity secret is read, used once and
+    /// not copied; keep it elsewhere and verify with `lineagectl verify --key <identity>.pub`.
+    /// Run it while the agent is stopped; the agent records the certificate (an ENROLMENT
+    /// entry) in the next segment it seals (docs/FORMAT.md §8.1).
+    #[command(verbatim_doc_comment)]
+    Enrol(EnrolArgs),
     /// Verify every signature, link, Merkle root and the continuity of a log directory.
     Verify(VerifyArgs),
     /// Print where a log ends, in the forms `verify --head` accepts.
@@ -190,6 +200,19 @@ pub struct KeygenArgs {
     /// Path prefix of the key files to create (refuses to overwrite).
     #[arg(long)]
     pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct EnrolArgs {
+    /// The identity's secret key file (from `lineagectl keygen`).
+    #[arg(long, value_name = "FILE")]
+    pub identity_key: PathBuf,
+    /// The agent's data directory.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// The host id (32 hex digits); default: <DATA_DIR>/host-id, which must then exist.
+    #[arg(long, value_name = "HEX")]
+    pub host_id: Option<String>,
 }
 
 #[derive(Debug, Args, Clone)]

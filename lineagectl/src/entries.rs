@@ -78,6 +78,16 @@ struct RotationFields {
     signature: String,
 }
 
+/// ENROLMENT: the identity key's certificate of a chain's first sealing key.
+#[derive(Serialize)]
+struct EnrolmentFields {
+    identity_public: String,
+    identity_key_id: String,
+    sealing_public: String,
+    sealing_key_id: String,
+    signature: String,
+}
+
 #[derive(Serialize)]
 struct UnknownFields {
     kind_code: u16,
@@ -257,6 +267,7 @@ fn print_entry(out: &mut Out, index: u64, seg: u64, e: &[u8]) -> Result<()> {
         Entry::Retention(x) => out.line(index, seg, name, x),
         Entry::Filter(x) => out.line(index, seg, name, x),
         Entry::Dropped(x) => out.line(index, seg, name, x),
+        Entry::Tamper(x) => out.line(index, seg, name, x),
         Entry::Enforcement(x) => out.line(index, seg, name, x),
         Entry::KeyRotation(r) => out.line(
             index,
@@ -268,6 +279,18 @@ fn print_entry(out: &mut Out, index: u64, seg: u64, e: &[u8]) -> Result<()> {
                 new_public: r.new_public.to_string(),
                 new_key_id: r.new_public.key_id().to_string(),
                 signature: hex::encode(r.signature),
+            },
+        ),
+        Entry::Enrolment(c) => out.line(
+            index,
+            seg,
+            name,
+            EnrolmentFields {
+                identity_public: c.identity_public.to_string(),
+                identity_key_id: c.identity_public.key_id().to_string(),
+                sealing_public: c.epoch_public.to_string(),
+                sealing_key_id: c.epoch_public.key_id().to_string(),
+                signature: hex::encode(c.signature),
             },
         ),
         Entry::Unknown {

@@ -7,10 +7,9 @@
 
 use std::collections::BTreeSet;
 use std::fs::File;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use lineage_evidence::segment::{SegmentHeader, SegmentView, HEADER_LEN};
+use lineage_evidence::segment::{SegmentHeader, SegmentView};
 use lineage_evidence::store::{read_bounded, SegmentStore, StoreError};
 
 use crate::logdir::{self, LogDirError};
@@ -34,11 +33,10 @@ pub fn warn(what: impl std::fmt::Display) {
 
 /// Reads just the header of a segment file.
 fn read_header(path: &Path) -> Result<SegmentHeader, String> {
-    let mut buf = [0u8; HEADER_LEN];
     File::open(path)
-        .and_then(|mut f| f.read_exact(&mut buf))
-        .map_err(|e| e.to_string())?;
-    SegmentHeader::parse(&buf).map_err(|e| e.to_string())
+        .and_then(|mut f| SegmentHeader::read_from(&mut f))
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
 }
 
 /// The entries of a log directory with chain index in `from..=to`, in index order: calls `f`

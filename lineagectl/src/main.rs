@@ -7,6 +7,7 @@ mod actions;
 mod cli;
 mod clock;
 mod connect;
+mod enrol;
 mod entries;
 mod event;
 mod exit;
@@ -38,6 +39,7 @@ fn main() {
     };
     let result: anyhow::Result<i32> = match cli.command {
         cli::Command::Keygen(a) => keygen::run(&a),
+        cli::Command::Enrol(a) => enrol::run(&a),
         cli::Command::Verify(a) => verify::run(&a),
         cli::Command::Head(a) => verify::head(&a),
         cli::Command::Prove(a) => prove::prove(&a),

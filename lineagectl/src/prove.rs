@@ -1,12 +1,11 @@
 //! `lineagectl prove` and `lineagectl verify-proof`.
 
 use std::fs::File;
-use std::io::Read;
 
 use anyhow::{bail, Context, Result};
 use lineage_evidence::checkpoint::{Checkpoint, Note};
 use lineage_evidence::entry::Entry;
-use lineage_evidence::segment::{SegmentHeader, SegmentView, HEADER_LEN};
+use lineage_evidence::segment::{SegmentHeader, SegmentView};
 use lineage_evidence::store::{read_bounded, SegmentStore};
 use lineage_evidence::tlog;
 use lineage_evidence::witnessed;
@@ -59,12 +58,8 @@ pub fn prove(a: &ProveArgs) -> Result<i32> {
     // Headers are at the start of each file; find the segment by reading headers only.
     let mut found = None;
     for (_, path) in &listing.segments {
-        let mut header = [0u8; HEADER_LEN];
         let mut f = File::open(path).with_context(|| format!("{}", path.display()))?;
-        if f.read_exact(&mut header).is_err() {
-            continue;
-        }
-        let Ok(h) = SegmentHeader::parse(&header) else {
+        let Ok(Ok(h)) = SegmentHeader::read_from(&mut f) else {
             continue;
         };
         if h.first_index <= a.entry && a.entry < h.end_index() {

@@ -246,8 +246,26 @@ fn retention_deletes_oldest_segments_and_says_so_on_the_chain() {
         Duration::from_secs(10),
     );
     let run = agent.stop();
-    let (code, report) = verify(&run.data_dir);
+    // The identity key anchors the full chain; deleting the prefix deleted the headers that
+    // link the first kept segment's one-time key to it (FORMAT.md §8.1 "Retention"), so a
+    // pruned log is anchored at that key, as a collector holding the prefix would vouch.
+    let first_kept = std::fs::read_dir(run.data_dir.join("segments"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .min()
+        .expect("segments are left");
+    let header = std::fs::read(&first_kept).unwrap();
+    let key: String = header[216..248]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let (code, report) = lineage_tests::verify_with_key(&run.data_dir, std::path::Path::new(&key));
     assert_eq!(code, 0, "a declared pruned prefix verifies: {report:#}");
+    // Against the identity key alone the first kept segment cannot be anchored.
+    let (code, report) = verify(&run.data_dir);
+    assert_eq!(code, 1, "{report:#}");
+    assert_eq!(report["findings"][0]["kind"], "UNKNOWN_KEY", "{report:#}");
     let entries = chain_entries(&run.data_dir);
     assert!(
         entries.iter().any(|e| e["kind"] == "RETENTION"),

@@ -12,5 +12,6 @@ pub mod pipeline;
 pub mod snapshot;
 pub mod stats;
 pub mod sysops;
+pub mod tamper;
 pub mod uring;
 pub mod worker;

@@ -21,7 +21,7 @@ use lineage_evidence::entry::StopReason;
 use tokio::sync::{mpsc, watch};
 
 use crate::{
-    capture::{event::Event, pipeline::Pipeline},
+    capture::{event::Event, pipeline::Pipeline, tamper::PolicyWatch},
     config::Config,
     enforce::Enforcer,
     kernel::{
@@ -110,6 +110,8 @@ pub struct Capture {
     /// Metrics and health, published once per reconcile.
     pub metrics: Publisher,
     pub statuses: Vec<ProbeStatus>,
+    /// The filter policy the kernel maps must hold (compared for TAMPER).
+    pub policy: PolicyWatch,
     /// Reused buffer for the chain encoding of one event.
     pub buf: Vec<u8>,
 }
@@ -262,6 +264,7 @@ impl Capture {
             return tracing::error!(error = %e, "SIGHUP: applying the filter failed");
         }
         let ledger = FilterLedger::new(&compiled, counts_before.clone());
+        self.policy.replace(compiled.clone());
         self.writer.control(Entry::FilterReload(Box::new(
             crate::record::writer::FilterReload {
                 ledger,
@@ -307,6 +310,11 @@ impl Capture {
             self.answer_lineage();
             while let Ok(reload) = self.inputs.reloads.try_recv() {
                 self.reload(reload);
+            }
+            if let Some(tamper) = self.policy.check(&mut self.ebpf) {
+                self.writer
+                    .control(Entry::Tamper(Box::new(tamper), boot_time_ns()));
+                self.writer.kick();
             }
             let stats = *self.inputs.recorder_stats.borrow();
             self.enforcer.beat(&mut self.ebpf, &stats);

@@ -366,6 +366,74 @@ pub fn apply(ebpf: &mut Ebpf, compiled: &Compiled) -> Result<(), FilterError> {
     Ok(())
 }
 
+/// How the kernel's filter maps differ from `compiled`, one line per difference (empty when
+/// they match). Root can write these maps behind the agent's back (`bpftool map update`); the
+/// agent compares them with its own copy at every seal and records any difference as TAMPER.
+pub fn differences(ebpf: &Ebpf, compiled: &Compiled) -> Result<Vec<String>, FilterError> {
+    let map_err = |map| move |source| FilterError::Map { map, source };
+    let mut out = Vec::new();
+    let m = ebpf
+        .map("FILTER_CONFIG")
+        .ok_or(FilterError::MissingMap("FILTER_CONFIG"))?;
+    let config: Array<_, FilterConfig> = Array::try_from(m).map_err(map_err("FILTER_CONFIG"))?;
+    let found = config.get(&0, 0).map_err(map_err("FILTER_CONFIG"))?;
+    if found != compiled.config {
+        out.push(format!(
+            "FILTER_CONFIG[0] is {found:?}, the policy says {:?}",
+            compiled.config
+        ));
+    }
+
+    let m = ebpf
+        .map("PATH_FILTER")
+        .ok_or(FilterError::MissingMap("PATH_FILTER"))?;
+    let trie: LpmTrie<_, [u8; PATH_CAP], FilterRule> =
+        LpmTrie::try_from(m).map_err(map_err("PATH_FILTER"))?;
+    let mut kernel: Vec<(u32, [u8; PATH_CAP], FilterRule)> = Vec::new();
+    for item in trie.iter() {
+        let (k, v) = item.map_err(map_err("PATH_FILTER"))?;
+        kernel.push((k.prefix_len(), k.data(), v));
+    }
+    let mut want: Vec<(u32, [u8; PATH_CAP], FilterRule)> = compiled
+        .paths
+        .iter()
+        .map(|(p, r)| {
+            let k = path_key(p);
+            (k.prefix_len(), k.data(), *r)
+        })
+        .collect();
+    kernel.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    want.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    if kernel != want {
+        out.push(format!(
+            "PATH_FILTER holds {} rules, the policy {} (or they differ)",
+            kernel.len(),
+            want.len()
+        ));
+    }
+
+    let m = ebpf
+        .map("COMM_FILTER")
+        .ok_or(FilterError::MissingMap("COMM_FILTER"))?;
+    let comms: HashMap<_, [u8; COMM_LEN], FilterRule> =
+        HashMap::try_from(m).map_err(map_err("COMM_FILTER"))?;
+    let mut kernel: Vec<([u8; COMM_LEN], FilterRule)> = Vec::new();
+    for item in comms.iter() {
+        kernel.push(item.map_err(map_err("COMM_FILTER"))?);
+    }
+    let mut want = compiled.comms.clone();
+    kernel.sort_by_key(|(c, _)| *c);
+    want.sort_by_key(|(c, _)| *c);
+    if kernel != want {
+        out.push(format!(
+            "COMM_FILTER holds {} rules, the policy {} (or they differ)",
+            kernel.len(),
+            want.len()
+        ));
+    }
+    Ok(out)
+}
+
 /// Cumulative suppressed counts by rule slot, summed over CPUs.
 pub fn read_counts(ebpf: &Ebpf) -> Result<Vec<u64>, FilterError> {
     let m = ebpf

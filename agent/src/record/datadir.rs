@@ -3,8 +3,10 @@
 //! ```text
 //! <data_dir>/            mode 0700
 //!   host-id              32 hex digits; the chain's host id, fixed at first start
-//!   keys/agent.key       Ed25519 signing key, mode 0600, generated at first start
-//!   keys/agent.pub       its public key, for verifiers
+//!   keys/agent.pub       the identity public key, for verifiers (FORMAT.md §8.1)
+//!   keys/seal.key        the one-time key that signs the next segment, mode 0600
+//!   keys/seal.next       the key after it, only while a seal is in progress
+//!   keys/enrolment       the identity's certificate of the first sealing key
 //!   segments/*.seg       sealed segments, immutable (see docs/FORMAT.md)
 //!   open.wal             entries appended since the last seal (see wal.rs)
 //! ```
@@ -20,6 +22,8 @@ use lineage_evidence::{
     digest::HostId,
     keys::{KeyError, PublicKey, SecretKey},
     lock::{DirLock, LockError},
+    sealkeys::{self, SealKeyError, SealKeys},
+    segment::SegmentHeader,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +44,8 @@ pub enum DataDirError {
     BadHostId { path: PathBuf },
     #[error("signing key {}: {}", .path.display(), key_problem(.path, .source))]
     Key { path: PathBuf, source: KeyError },
+    #[error("sealing keys: {0}")]
+    SealKeys(#[from] SealKeyError),
 }
 
 /// A key error in words: file access problems get their cause.
@@ -129,26 +135,52 @@ impl DataDir {
         }
     }
 
-    /// Loads the signing key from `configured` or `keys/agent.key`, generating the latter
-    /// (mode 0600) at first start. A key readable by group or others is refused.
-    pub fn signing_key(&self, configured: Option<&Path>) -> Result<SecretKey, DataDirError> {
-        let path = configured
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| self.root.join("keys/agent.key"));
-        let key_err = |source| DataDirError::Key {
-            path: path.clone(),
-            source,
-        };
-        let key = if configured.is_none() && !path.exists() {
-            let key = SecretKey::generate();
-            key.save(&path).map_err(key_err)?;
-            tracing::info!(path = %path.display(), key_id = %key.public().key_id(), "generated a new signing key");
-            key
-        } else {
-            SecretKey::load(&path).map_err(key_err)?
-        };
-        self.export_public(&key.public())?;
-        Ok(key)
+    pub fn keys_dir(&self) -> PathBuf {
+        self.root.join("keys")
+    }
+
+    /// The forward-secure sealing keys for a chain whose newest durable header is `last`
+    /// (docs/DATA_DIR.md "Keys"). A data directory nobody enrolled (`lineagectl enrol`) is
+    /// enrolled here with an identity key that is then dropped: `configured` (left in place:
+    /// it is the operator's file), a version 1 `keys/agent.key` (erased once it has certified
+    /// the first sealing key), or a new key that never touches the disk. Its public half goes
+    /// to `keys/agent.pub`.
+    pub fn seal_keys(
+        &self,
+        host: &HostId,
+        last: Option<&SegmentHeader>,
+        configured: Option<&Path>,
+    ) -> Result<SealKeys, DataDirError> {
+        let legacy = self.root.join("keys/agent.key");
+        let mut erase_legacy = false;
+        let keys = SealKeys::open(&self.keys_dir(), host, last, || {
+            let identity = match configured {
+                Some(path) => {
+                    tracing::warn!(path = %path.display(), "self-enrolling with the configured identity key; while it stays on this host, root can re-sign the whole log: enrol with `lineagectl enrol` and keep the identity key elsewhere");
+                    SecretKey::load(path)?
+                }
+                None if legacy.exists() => {
+                    erase_legacy = true;
+                    SecretKey::load(&legacy)?
+                }
+                None => SecretKey::generate(),
+            };
+            tracing::info!(identity = %identity.public().key_id(), "enrolled the chain for forward-secure sealing; the identity secret is not kept");
+            Ok(identity)
+        })?;
+        if erase_legacy {
+            sealkeys::erase_file(&legacy).map_err(io(&legacy))?;
+        }
+        if let Some(identity) = keys.identity() {
+            if PublicKey::load_file(&self.public_key_path())
+                .ok()
+                .as_deref()
+                != Some(&[identity])
+            {
+                self.export_public(&identity)?;
+            }
+        }
+        Ok(keys)
     }
 
     fn export_public(&self, public: &PublicKey) -> Result<(), DataDirError> {

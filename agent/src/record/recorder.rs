@@ -6,6 +6,12 @@
 //! accepted, each refused one is counted, and once the write succeeds a DROPPED entry declares
 //! how many were refused and when. Sealed segments on disk are never rewritten, so a full disk
 //! can cost events but never corrupt what is already sealed.
+//!
+//! Sealing is forward-secure (FORMAT.md format version 2): each segment is signed by a one-time
+//! key and commits to the next one, which is durable before the header naming it is written;
+//! the key that signed a segment is erased once that segment is on disk (see
+//! `lineage_evidence::sealkeys`). The first segment signed by a newly enrolled key carries the
+//! identity's ENROLMENT certificate.
 
 use std::{
     path::Path,
@@ -14,12 +20,12 @@ use std::{
 
 use lineage_evidence::{
     chain::{ChainWriter, ResumeError},
-    digest::HostId,
+    digest::{Digest, HostId},
     entry::{
         AgentStart, AgentStop, ChainPosition, DropReason, Dropped, Event, Heartbeat, Loss,
         Retention, StartReason, StopReason,
     },
-    keys::SecretKey,
+    sealkeys::SealKeys,
     segment::{SealedSegment, SegmentHeader},
     store::{SegmentStore, StoreError},
     tlog::CheckpointWriter,
@@ -93,6 +99,10 @@ pub enum RecorderError {
     },
     #[error("encoding an entry: {0}")]
     Encode(String),
+    #[error(transparent)]
+    Keys(#[from] crate::record::datadir::DataDirError),
+    #[error("the segment recovered from the journal could not be written")]
+    RecoverySeal,
 }
 
 /// How the previous run ended, as found on disk.
@@ -105,7 +115,12 @@ pub struct Recovery {
 
 pub struct Recorder {
     writer: ChainWriter,
-    key: SecretKey,
+    keys: SealKeys,
+    /// Digest of the capture policy in effect (the newest FILTER POLICY); in every header.
+    policy_digest: Digest,
+    /// The next sealing key could not be made durable (disk full): like an unwritten segment,
+    /// new entries are refused and counted until a seal succeeds.
+    key_pending: bool,
     store: SegmentStore,
     wal: Wal,
     wal_path: String,
@@ -141,11 +156,12 @@ pub struct Recorder {
 impl Recorder {
     /// Continues the chain in `root`: resumes after the newest sealed segment, replays the
     /// journal, and seals what it recovered so it is durable before anything new is added.
+    /// `keys` resolves the sealing keys for the newest durable header (or `None`).
     pub fn open(
         root: &Path,
         wal_path: &Path,
         host: HostId,
-        key: SecretKey,
+        keys: impl FnOnce(Option<&SegmentHeader>) -> Result<SealKeys, crate::record::datadir::DataDirError>,
         policy: SealPolicy,
     ) -> Result<(Self, Recovery), RecorderError> {
         let store = SegmentStore::create(root)?;
@@ -167,16 +183,17 @@ impl Recorder {
         } else {
             sealed_reason
         };
-        let mut wal = Wal::open(wal_path).map_err(journal)?;
-        if replay.recovered > 0 {
-            let sealed = writer.seal(wall_clock_ns(), &key);
-            store.write(&sealed)?;
-        }
-        wal.reset().map_err(journal)?;
-        let last_durable = writer.position();
-        let recorder = Recorder {
+        let wal = Wal::open(wal_path).map_err(journal)?;
+        let last_sealed = match store.last_number()? {
+            Some(n) => SegmentHeader::parse(&store.read(n)?).ok(),
+            None => None,
+        };
+        let keys = keys(last_sealed.as_ref())?;
+        let mut recorder = Recorder {
             writer,
-            key,
+            keys,
+            policy_digest: Digest::ZERO,
+            key_pending: false,
             store,
             wal,
             wal_path: wal_path.display().to_string(),
@@ -196,14 +213,9 @@ impl Recorder {
             deleted_segments: 0,
             retention_deleted: [(0, 0); 2],
             disk: DiskUsage::default(),
-            last_sealed: None,
+            last_sealed,
             checkpoints: None,
             root: root.to_owned(),
-        };
-        let mut recorder = recorder;
-        recorder.last_sealed = match recorder.store.last_number()? {
-            Some(n) => SegmentHeader::parse(&recorder.store.read(n)?).ok(),
-            None => None,
         };
         recorder.checkpoints = match CheckpointWriter::open(root, host, &recorder.store) {
             Ok(c) => Some(c),
@@ -212,6 +224,14 @@ impl Recorder {
                 None
             }
         };
+        if replay.recovered > 0 {
+            recorder.seal(0);
+            if recorder.degraded() || recorder.writer.pending_entries() > 0 {
+                return Err(RecorderError::RecoverySeal);
+            }
+        }
+        recorder.wal.reset().map_err(journal)?;
+        let last_durable = recorder.writer.position();
         Ok((
             recorder,
             Recovery {
@@ -226,13 +246,16 @@ impl Recorder {
         self.writer.position()
     }
 
+    /// The identity key verifiers anchor this chain at (else the current sealing key).
     pub fn public_key(&self) -> lineage_evidence::keys::PublicKey {
-        self.key.public()
+        self.keys
+            .identity()
+            .unwrap_or_else(|| self.keys.current().public())
     }
 
     /// True while a sealed segment waits for disk space: new entries are refused and counted.
     pub fn degraded(&self) -> bool {
-        self.unwritten.is_some()
+        self.unwritten.is_some() || self.key_pending
     }
 
     fn append_scratch(&mut self, now_ns: u64) {
@@ -315,7 +338,7 @@ impl Recorder {
 
     /// Seals when the cadence says so; an idle chain gets a heartbeat. Retries a pending write.
     pub fn tick(&mut self, now_ns: u64, wall_ns: u64) {
-        if self.unwritten.is_some() && !self.retry_unwritten(now_ns) {
+        if self.degraded() && !self.retry_unwritten(now_ns) {
             return;
         }
         if self.last_retention.elapsed() >= RETENTION_EVERY {
@@ -414,12 +437,21 @@ impl Recorder {
     /// Whether the next `tick` will seal the open segment (so per-seal entries go in first).
     pub fn seal_due(&self) -> bool {
         let pending = self.writer.pending_entries();
-        self.unwritten.is_none()
+        !self.degraded()
             && pending > 0
             && (self.last_seal.elapsed() >= self.policy.interval || self.full())
     }
 
+    pub fn append_tamper(&mut self, tamper: &lineage_evidence::entry::Tamper, now_ns: u64) {
+        self.scratch.clear();
+        tamper.encode_into(&mut self.scratch);
+        self.append_scratch(now_ns);
+    }
+
     pub fn append_filter(&mut self, filter: &lineage_evidence::entry::Filter, now_ns: u64) {
+        if let lineage_evidence::entry::Filter::Policy { policy_digest, .. } = filter {
+            self.policy_digest = *policy_digest;
+        }
         self.scratch.clear();
         filter.encode_into(&mut self.scratch);
         self.append_scratch(now_ns);
@@ -443,12 +475,36 @@ impl Recorder {
 
     /// Seals the open segment now and writes it; on failure keeps it for retry.
     pub fn seal(&mut self, now_ns: u64) {
-        if self.unwritten.is_some() {
+        if self.degraded() {
             return;
         }
         let started = Instant::now();
+        if let Some(cert) = self.keys.take_enrolment() {
+            // Journaled like any entry, so a crash before this seal cannot lose it.
+            self.scratch.clear();
+            cert.encode_into(&mut self.scratch);
+            self.append_scratch(now_ns);
+        }
         self.flush();
-        let sealed = self.writer.seal(wall_clock_ns(), &self.key);
+        // The next key must be durable before a header commits to it.
+        let next = match self.keys.prepare() {
+            Ok(next) => next,
+            Err(e) => {
+                // Same policy as a segment that cannot be written: refuse and count entries.
+                if !self.storage_failing {
+                    self.storage_failing = true;
+                    tracing::error!(error = %e, "CANNOT WRITE SEALED SEGMENT (disk full?): the next sealing key cannot be stored, so nothing is sealed; new events are refused and counted until it can");
+                }
+                self.key_pending = true;
+                return;
+            }
+        };
+        let sealed = self.writer.seal_forward(
+            wall_clock_ns(),
+            self.keys.current(),
+            &next,
+            self.policy_digest,
+        );
         self.last_seal = Instant::now();
         self.sealed_segments += 1;
         self.write_sealed(sealed, now_ns);
@@ -463,6 +519,12 @@ impl Recorder {
                 self.publish_checkpoint(&sealed.header);
                 self.last_sealed = Some(sealed.header);
                 self.storage_failing = false;
+                // The segment is durable: the key that signed it goes. The key after the next
+                // one is made durable now, off the next seal's path (retried there on failure).
+                if let Err(e) = self.keys.commit() {
+                    tracing::error!(error = %e, "erasing the used sealing key failed; it is erased at the next start");
+                }
+                let _ = self.keys.prepare();
                 if let Err(e) = self.wal.reset() {
                     tracing::warn!(error = %e, path = %self.wal_path, "journal reset failed");
                 }
@@ -494,7 +556,7 @@ impl Recorder {
         let Some(c) = &mut self.checkpoints else {
             return;
         };
-        if let Err(e) = c.append(header, &self.key) {
+        if let Err(e) = c.append(header, self.keys.current()) {
             tracing::error!(error = %e, segment = header.segment_number, "checkpoint not published; checkpoints disabled until restart");
             self.checkpoints = None;
         }
@@ -514,11 +576,18 @@ impl Recorder {
     }
 
     fn retry_unwritten(&mut self, now_ns: u64) -> bool {
-        let Some(sealed) = self.unwritten.take() else {
+        if let Some(sealed) = self.unwritten.take() {
+            if !self.write_sealed(sealed, now_ns) {
+                return false;
+            }
+        } else if self.key_pending {
+            self.key_pending = false;
+            self.seal(now_ns);
+            if self.degraded() {
+                return false;
+            }
+        } else {
             return true;
-        };
-        if !self.write_sealed(sealed, now_ns) {
-            return false;
         }
         tracing::warn!(
             refused = self.refused.map(|r| r.0).unwrap_or(0),
@@ -540,7 +609,7 @@ impl Recorder {
 
     /// Appends AGENT_STOP and seals it; retries a pending write first.
     pub fn stop(&mut self, reason: StopReason, now_ns: u64) -> Result<(), RecorderError> {
-        if self.unwritten.is_some() && !self.retry_unwritten(now_ns) {
+        if self.degraded() && !self.retry_unwritten(now_ns) {
             return Err(RecorderError::Store(StoreError::Io {
                 path: self.store.dir().into(),
                 source: std::io::Error::other("a sealed segment could not be written at shutdown"),
@@ -554,7 +623,7 @@ impl Recorder {
         .encode_into(&mut self.scratch);
         self.append_scratch(now_ns);
         self.seal(now_ns);
-        if self.unwritten.is_some() {
+        if self.degraded() {
             return Err(RecorderError::Store(StoreError::Io {
                 path: self.store.dir().into(),
                 source: std::io::Error::other("the final segment could not be written"),

@@ -15,7 +15,7 @@ use std::{
 
 use lineage_evidence::{
     digest::Digest,
-    entry::{AgentStart, DropReason, Dropped, Enforcement, Filter, Loss, StopReason},
+    entry::{AgentStart, DropReason, Dropped, Enforcement, Filter, Loss, StopReason, Tamper},
 };
 use lineage_ops::Histogram;
 use ringbuf::{
@@ -111,6 +111,8 @@ pub enum Entry {
     Filter(Box<Filter>, u64),
     Start(Box<AgentStart>, u64),
     Enforcement(Box<Enforcement>, u64),
+    /// The capture policy was found changed in the kernel: recorded and sealed at once.
+    Tamper(Box<Tamper>, u64),
     /// A new filter policy is in force: counts up to `counts_before` belong to the old one.
     FilterReload(Box<FilterReload>),
     /// Record AGENT_STOP, seal, and end the thread.
@@ -323,6 +325,12 @@ impl Writer {
             Entry::Filter(f, t) => r.append_filter(&f, t),
             Entry::Start(start, t) => r.append_start(&start, t)?,
             Entry::Enforcement(e, t) => r.append_enforcement(&e, t),
+            Entry::Tamper(tamper, t) => {
+                r.append_tamper(&tamper, t);
+                r.seal(boot_time_ns());
+                self.publish();
+                return Ok(None);
+            }
             Entry::FilterReload(reload) => {
                 let FilterReload {
                     ledger,
