@@ -207,7 +207,8 @@ fn a_segment_tampered_on_the_agent_is_reported_modified_and_not_accepted() {
     // (the agent never touches it again).
     let all = segments(&seg_dir);
     let k = (1..all.len() - 1)
-        .find(|&k| all[k].1.len() > 312)
+        // Format version 2: 312-byte header + 64-byte signature before the entries.
+        .find(|&k| all[k].1.len() > 376)
         .expect("a sealed segment with entries");
     let name = format!("{k:020}.seg");
     let victim = seg_dir.join(&name);
