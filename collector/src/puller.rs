@@ -11,7 +11,7 @@ use bytes::Bytes;
 use lineage_evidence::checkpoint::{Note, VerifierKey};
 use lineage_evidence::digest::{Digest, HostId};
 use lineage_evidence::keys::{PublicKey, SecretKey};
-use lineage_evidence::segment::{SegmentHeader, SegmentView, HEADER_LEN};
+use lineage_evidence::segment::{SegmentHeader, SegmentView};
 use lineage_evidence::verify::FindingKind;
 use lineage_proto::v1::{
     AckSegmentsRequest, GetCheckpointRequest, GetInfoRequest, PullSegmentsRequest,
@@ -272,8 +272,8 @@ impl AgentTask {
             let Some(bytes) = store.get(&host, Object::Segment(n)).await? else {
                 return Ok(None);
             };
-            match bytes.get(..HEADER_LEN).map(SegmentHeader::parse) {
-                Some(Ok(h)) => d.push(h.digest()),
+            match SegmentHeader::parse(&bytes) {
+                Ok(h) => d.push(h.digest()),
                 _ => return Ok(None),
             }
         }
@@ -763,7 +763,7 @@ impl AgentTask {
             _ => self.shared.store.get(&s.host, Object::Segment(n)).await?,
         };
         Ok(bytes
-            .and_then(|b| SegmentHeader::parse(b.get(..HEADER_LEN)?).ok())
+            .and_then(|b| SegmentHeader::parse(&b).ok())
             .map(|h| h.public_key))
     }
 

@@ -20,7 +20,7 @@ use crate::checkpoint::{Checkpoint, Note, NoteError, MAX_NOTE_LEN};
 use crate::digest::{Digest, HostId};
 use crate::keys::SecretKey;
 use crate::rfc6962;
-use crate::segment::{SegmentHeader, HEADER_LEN};
+use crate::segment::SegmentHeader;
 use crate::store::{SegmentStore, StoreError};
 
 /// Subdirectory of the checkpoint files.
@@ -121,10 +121,10 @@ fn read_note(path: &Path) -> Result<Option<Note>, TlogError> {
 
 /// The header at the start of a segment file, if it parses.
 fn read_header(path: &Path) -> Result<Option<SegmentHeader>, TlogError> {
-    let mut buf = [0u8; HEADER_LEN];
     let mut f = File::open(path).map_err(io(path))?;
-    match f.read_exact(&mut buf) {
-        Ok(()) => Ok(SegmentHeader::parse(&buf).ok()),
+    // Version 1 and 2 headers differ in length; the header says which it is.
+    match SegmentHeader::read_from(&mut f) {
+        Ok(h) => Ok(h.ok()),
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
         Err(e) => Err(io(path)(e)),
     }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use crate::checkpoint::{origin, Checkpoint, Note, VerifierKey, SIG_COSIGNATURE_V1};
 use crate::digest::{Digest, HostId};
 use crate::rfc6962;
-use crate::segment::{SegmentHeader, HEADER_LEN};
+use crate::segment::SegmentHeader;
 use crate::store::{SegmentStore, StoreError};
 use crate::tlog::{self, TlogError};
 use crate::verify::{Finding, FindingKind, Range};
@@ -103,13 +103,12 @@ fn tree_digests(
     for (n, path) in store.list()?.segments {
         let bytes = store.read_path(&path)?;
         // Only authentic headers count; the main verifier reports the others.
-        let Some(h) = bytes
-            .get(..HEADER_LEN)
-            .and_then(|b| SegmentHeader::parse(b).ok())
+        let Some(h) = SegmentHeader::parse(&bytes)
+            .ok()
             .filter(|h| h.segment_number == n)
             .filter(|h| {
                 bytes
-                    .get(HEADER_LEN..HEADER_LEN + 64)
+                    .get(h.len()..h.len() + 64)
                     .and_then(|s| <[u8; 64]>::try_from(s).ok())
                     .is_some_and(|s| h.check_signature(&s).is_ok())
             })
@@ -481,7 +480,7 @@ mod tests {
         let store = SegmentStore::open(d.path()).unwrap();
         for n in 0..6 {
             let bytes = store.read(n).unwrap();
-            let h = SegmentHeader::parse(&bytes[..HEADER_LEN]).unwrap();
+            let h = SegmentHeader::parse(&bytes).unwrap();
             let path = segment_inclusion(d.path(), n, &note).unwrap().unwrap();
             let leaf = rfc6962::segment_leaf(&h.digest());
             assert!(rfc6962::verify_inclusion(&leaf, n, 6, &path, &cp.root));

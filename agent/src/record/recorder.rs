@@ -161,7 +161,9 @@ impl Recorder {
         root: &Path,
         wal_path: &Path,
         host: HostId,
-        keys: impl FnOnce(Option<&SegmentHeader>) -> Result<SealKeys, crate::record::datadir::DataDirError>,
+        keys: impl FnOnce(
+            Option<&SegmentHeader>,
+        ) -> Result<SealKeys, crate::record::datadir::DataDirError>,
         policy: SealPolicy,
     ) -> Result<(Self, Recovery), RecorderError> {
         let store = SegmentStore::create(root)?;
