@@ -1090,10 +1090,11 @@ mod tests {
         assert_eq!(EntryKind::Filter.code(), 7);
         assert_eq!(EntryKind::Enrolment.code(), 10);
         assert_eq!(EntryKind::Tamper.code(), 11);
-        for code in [1u16, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11] {
+        assert_eq!(EntryKind::Enforcement.code(), 12);
+        for code in [1u16, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12] {
             assert_eq!(EntryKind::try_from(code).unwrap().code(), code);
         }
-        for code in [0u16, 12, 13, u16::MAX] {
+        for code in [0u16, 13, 14, u16::MAX] {
             assert_eq!(EntryKind::try_from(code), Err(UnknownKind(code)));
         }
     }

@@ -16,7 +16,7 @@ use crate::exit;
 use crate::logread::{self, raw_kind};
 
 /// Every kind this version knows, for `--kind`.
-const KINDS: [EntryKind; 9] = [
+const KINDS: [EntryKind; 12] = [
     EntryKind::Event,
     EntryKind::Loss,
     EntryKind::AgentStart,
@@ -24,7 +24,10 @@ const KINDS: [EntryKind; 9] = [
     EntryKind::Heartbeat,
     EntryKind::KeyRotation,
     EntryKind::Retention,
+    EntryKind::Filter,
     EntryKind::Dropped,
+    EntryKind::Enrolment,
+    EntryKind::Tamper,
     EntryKind::Enforcement,
 ];
 

@@ -402,8 +402,8 @@ pub fn differences(ebpf: &Ebpf, compiled: &Compiled) -> Result<Vec<String>, Filt
             (k.prefix_len(), k.data(), *r)
         })
         .collect();
-    kernel.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
-    want.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    kernel.sort_by_key(|a| (a.0, a.1));
+    want.sort_by_key(|a| (a.0, a.1));
     if kernel != want {
         out.push(format!(
             "PATH_FILTER holds {} rules, the policy {} (or they differ)",
