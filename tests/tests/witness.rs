@@ -13,7 +13,8 @@ use std::{
     time::Duration,
 };
 
-use lineage_tests::{lineagectl_binary, run_to_end, Agent, Collector};
+use lineage_evidence::segment::SegmentHeader;
+use lineage_tests::{agent_binary, lineagectl_binary, run_to_end, Agent, Collector};
 use serde_json::Value;
 
 fn config(dir: &Path, agents: &[(&str, &Path)]) -> String {
@@ -123,9 +124,20 @@ fn agent_notes(dir: &Path) -> Vec<PathBuf> {
         .unwrap_or_default()
 }
 
-fn agent_key_hex(dir: &Path) -> String {
-    let line = fs::read_to_string(dir.join("keys/agent.pub")).unwrap();
-    line.split_whitespace().nth(1).unwrap().to_owned()
+/// The key that signed a checkpoint note: the key of the tree's last segment (FORMAT.md
+/// §12.2; with forward-secure sealing every segment has its own key).
+fn checkpoint_key_hex(dir: &Path, note: &Path) -> String {
+    let text = fs::read_to_string(note).unwrap();
+    let size: u64 = text.lines().nth(1).unwrap().parse().unwrap();
+    let seg = dir.join(format!("segments/{:020}.seg", size - 1));
+    let header = SegmentHeader::parse(&fs::read(&seg).unwrap()).unwrap();
+    header
+        .public_key
+        .to_line()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_owned()
 }
 
 fn python_checker() -> PathBuf {
@@ -174,7 +186,7 @@ fn cosigned_checkpoints_verify_and_a_truncated_stopped_log_is_found() {
         .arg(note)
         .args([
             "--log-key",
-            &agent_key_hex(d.path()),
+            &checkpoint_key_hex(d.path(), note),
             "--witness",
             vk.trim(),
         ])
@@ -190,8 +202,11 @@ fn cosigned_checkpoints_verify_and_a_truncated_stopped_log_is_found() {
     assert_eq!(summary["cosignatures"].as_array().unwrap().len(), 1);
 
     // Root truncates the stopped log: the newest two segments, their leaves and every
-    // cosigned note the agent held; then the agent is restarted and continues the chain.
+    // cosigned note the agent held.
     a.stop();
+    let identity = work.path().join("identity.pub");
+    fs::copy(key, &identity).unwrap();
+    let key = identity.to_str().unwrap();
     // Cut into what the witness already cosigned (segments sealed after its newest
     // checkpoint are not covered by any witness, and cutting only those is not detectable).
     let covered = witnessed(&c) as usize;
@@ -212,6 +227,53 @@ fn cosigned_checkpoints_verify_and_a_truncated_stopped_log_is_found() {
     for n in agent_notes(d.path()) {
         fs::remove_file(n).unwrap();
     }
+    // The shorter log verifies on its own: truncation leaves nothing to check on the host.
+    let (code, r) = verify(d.path(), &["--key", key]);
+    assert!(code == 0 || code == 3, "exit {code}: {:#}", r["findings"]);
+    // The collector's cosigned checkpoints expose it without any hand-kept head.
+    let host_dir = work.path().join("store").join(host_id(d.path()));
+    let (code, r) = verify(
+        d.path(),
+        &[
+            "--key",
+            key,
+            "--witness",
+            w,
+            "--cosigned",
+            host_dir.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 2, "{:#}", r["findings"]);
+    assert!(
+        kinds(&r).contains(&"TRUNCATED".to_owned()),
+        "{:?}",
+        kinds(&r)
+    );
+
+    // The agent refuses to continue the cut chain: the last header left commits to a sealing
+    // key that was erased when the next segment was sealed (FORMAT.md §8.1 "Recovery").
+    let out = refused_start(d.path());
+    assert!(
+        out.contains("commits to sealing key"),
+        "the agent started on a truncated forward-secure chain: {out}"
+    );
+
+    // Root enrols an identity of its own and restarts the agent, which continues the chain.
+    let rogue = work.path().join("rogue");
+    let keygen = Command::new(lineagectl_binary())
+        .args(["keygen", "--out"])
+        .arg(&rogue)
+        .output()
+        .unwrap();
+    assert!(keygen.status.success(), "{keygen:?}");
+    let enrol = Command::new(lineagectl_binary())
+        .args(["enrol", "--identity-key"])
+        .arg(rogue.with_extension("key"))
+        .arg("--data-dir")
+        .arg(d.path())
+        .output()
+        .unwrap();
+    assert!(enrol.status.success(), "{enrol:?}");
     let before = witnessed(&c);
     let a = Agent::start_in(d.path(), &["--print", "none"]);
     c.wait_for("the collector's refusal", Duration::from_secs(90), |c| {
@@ -233,11 +295,42 @@ fn cosigned_checkpoints_verify_and_a_truncated_stopped_log_is_found() {
         "{k:?}"
     );
     assert!(k.contains(&"UNWITNESSED".to_owned()), "{k:?}");
-    // Without the witness the truncation is invisible: that is what the witness adds.
-    let (code, _) = verify(d.path(), &["--key", key]);
-    assert!(code == 0 || code == 3, "plain verify exit {code}");
+    // And the genuine identity does not vouch for the re-enrolled continuation.
+    let (code, r) = verify(d.path(), &["--key", key]);
+    assert_eq!(code, 1, "{:#}", r["findings"]);
+    assert!(
+        kinds(&r).contains(&"UNKNOWN_KEY".to_owned()),
+        "{:?}",
+        kinds(&r)
+    );
     a.stop();
     c.stop();
+}
+
+/// Runs the agent on `dir` expecting it to refuse to start; returns its stderr.
+fn refused_start(dir: &Path) -> String {
+    let mut child = Command::new(agent_binary())
+        .args(["run", "--print", "none", "--metrics-listen", ""])
+        .arg("--data-dir")
+        .arg(dir)
+        .arg("--grpc-socket")
+        .arg(dir.join("agent.sock"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the agent kept running on a truncated forward-secure chain");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success(), "the agent exited 0");
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 #[test]
