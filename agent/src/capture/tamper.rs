@@ -18,7 +18,9 @@ use crate::{
 /// The digest FILTER POLICY records for `compiled` (and every seal carries).
 fn digest_of(compiled: &Compiled) -> Digest {
     match Filter::policy(&compiled.policy_text) {
-        Filter::Policy { policy_digest, .. } | Filter::Counts { policy_digest, .. } => policy_digest,
+        Filter::Policy { policy_digest, .. } | Filter::Counts { policy_digest, .. } => {
+            policy_digest
+        }
     }
 }
 
