@@ -18,7 +18,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lineage_evidence::{chain::ChainWriter, digest::HostId, keys::SecretKey, store::SegmentStore};
+use lineage_evidence::{
+    chain::ChainWriter,
+    digest::{Digest, HostId},
+    sealkeys::{SealKeyError, SealKeys},
+    segment::SegmentHeader,
+    store::SegmentStore,
+};
 use lineage_tests::{free_port, python_stubs, repo_root, run_to_end, Agent};
 use serde_json::Value;
 
@@ -213,8 +219,8 @@ fn peak_rss_sampler(pid: u32, span: Duration) -> std::thread::JoinHandle<u64> {
     })
 }
 
-/// Writes `segments` full 16 MiB segments onto the agent's chain (its own host id and key), so
-/// the next start continues a log of that size.
+/// Writes `segments` full 16 MiB segments onto the agent's chain (its own host id and its
+/// forward-secure sealing keys, FORMAT.md §8.1), so the next start continues a log of that size.
 fn grow_log(data_dir: &Path, segments: usize) {
     let host = HostId::from_hex(
         std::fs::read_to_string(data_dir.join("host-id"))
@@ -222,8 +228,22 @@ fn grow_log(data_dir: &Path, segments: usize) {
             .trim(),
     )
     .unwrap();
-    let key = SecretKey::load(&data_dir.join("keys/agent.key")).unwrap();
     let store = SegmentStore::open(data_dir).unwrap();
+    let last = store
+        .last_number()
+        .unwrap()
+        .map(|n| SegmentHeader::parse(&store.read(n).unwrap()).unwrap());
+    let policy = last
+        .as_ref()
+        .and_then(|h| h.seal)
+        .map_or(Digest::ZERO, |s| s.policy_digest);
+    let mut keys = SealKeys::open(
+        &data_dir.join("keys"),
+        &host,
+        last.as_ref(),
+        || -> Result<_, SealKeyError> { panic!("the agent enrolled this data dir") },
+    )
+    .unwrap();
     let mut writer = ChainWriter::resume(&store, host).unwrap();
     let payload = format!(
         "{{\"kind\":\"padding\",\"x\":\"{}\"}}",
@@ -233,7 +253,11 @@ fn grow_log(data_dir: &Path, segments: usize) {
         for _ in 0..(16 << 20) / payload.len() + 1 {
             writer.append_event(1, payload.as_bytes()).unwrap();
         }
-        store.write(&writer.seal(1, &key)).unwrap();
+        let next = keys.prepare().unwrap();
+        store
+            .write(&writer.seal_forward(1, keys.current(), &next, policy))
+            .unwrap();
+        keys.commit().unwrap();
     }
 }
 
