@@ -9,7 +9,7 @@ use lineage_evidence::checkpoint::Note;
 use lineage_evidence::digest::HostId;
 use lineage_evidence::tlog::{self, TlogError};
 use lineage_evidence::{
-    segment::{SegmentHeader, HEADER_LEN},
+    segment::{SegmentHeader, HEADER_LEN_V2},
     store::{SegmentStore, StoreError},
 };
 use lineage_proto::v1::{
@@ -114,7 +114,8 @@ async fn summary(n: u64, path: &std::path::Path) -> Result<SegmentSummary, Statu
         .await
         .map_err(|e| io_status(n, e))?;
     let size = file.metadata().await.map_err(|e| io_status(n, e))?.len();
-    let mut head = vec![0u8; HEADER_LEN];
+    // Version 1 and 2 headers differ in length (248, 312 bytes); the header says which.
+    let mut head = vec![0u8; HEADER_LEN_V2.min(usize::try_from(size).unwrap_or(usize::MAX))];
     file.read_exact(&mut head)
         .await
         .map_err(|_| Status::data_loss(format!("segment {n}: shorter than its header")))?;
