@@ -165,6 +165,7 @@ pub fn spawn(
     let (prod, cons) = HeapRb::new(capacity.max(16)).split();
     let writer = Writer {
         witness_lag: (None, None),
+        started: false,
         recorder,
         ledger,
         counts,
@@ -286,6 +287,8 @@ struct Writer {
     ledger: FilterLedger,
     counts: Option<CountsReader>,
     published: Published,
+    /// AGENT_START is on the chain (ticks wait for it).
+    started: bool,
 }
 
 impl Writer {
@@ -306,7 +309,9 @@ impl Writer {
                 // One journal write (and fsync, if configured) per batch.
                 self.recorder.flush();
             }
-            if last_tick.elapsed() >= TICK {
+            // Nothing is sealed before AGENT_START: it states the last durable position, and a
+            // heartbeat sealed while the probes attach would make that claim false.
+            if self.started && last_tick.elapsed() >= TICK {
                 last_tick = Instant::now();
                 self.tick();
             }
@@ -323,7 +328,10 @@ impl Writer {
             Entry::Loss(loss, t) => r.append_loss(&loss, t),
             Entry::Dropped(d, t) => r.append_dropped(&d, t),
             Entry::Filter(f, t) => r.append_filter(&f, t),
-            Entry::Start(start, t) => r.append_start(&start, t)?,
+            Entry::Start(start, t) => {
+                r.append_start(&start, t)?;
+                self.started = true;
+            }
             Entry::Enforcement(e, t) => r.append_enforcement(&e, t),
             Entry::Tamper(tamper, t) => {
                 r.append_tamper(&tamper, t);
