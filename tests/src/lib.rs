@@ -612,3 +612,19 @@ impl Drop for Tmpfs {
         let _ = std::fs::remove_dir(&self.0);
     }
 }
+
+/// The metrics page at `127.0.0.1:port` as (name{labels}, value) pairs.
+pub fn scrape_metrics(port: u16) -> Vec<(String, f64)> {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text.lines()
+        .filter(|l| !l.starts_with('#') && l.starts_with("lineage_"))
+        .filter_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            Some((k.to_owned(), v.parse().ok()?))
+        })
+        .collect()
+}

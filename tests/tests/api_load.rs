@@ -12,7 +12,6 @@
 
 use std::{
     io::Read as _,
-    net::TcpStream,
     path::{Path, PathBuf},
     process::{Command, Stdio},
     time::{Duration, Instant},
@@ -25,7 +24,9 @@ use lineage_evidence::{
     segment::SegmentHeader,
     store::SegmentStore,
 };
-use lineage_tests::{free_port, python_stubs, repo_root, run_to_end, Agent};
+use lineage_tests::{
+    free_port, python_stubs, repo_root, run_to_end, scrape_metrics as scrape, Agent,
+};
 use serde_json::Value;
 
 /// Stubs plus the client script, ready to run.
@@ -164,21 +165,6 @@ fn an_exec_tail_client_gets_every_marker_during_an_openat_storm() {
         "100/100 markers, missed 0; agent log tail: {}",
         run.log.lines().last().unwrap_or("")
     );
-}
-
-/// The metrics page as (name{labels}, value) pairs.
-fn scrape(port: u16) -> Vec<(String, f64)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    std::io::Write::write_all(&mut s, b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    text.lines()
-        .filter(|l| !l.starts_with('#') && l.starts_with("lineage_"))
-        .filter_map(|l| {
-            let (k, v) = l.rsplit_once(' ')?;
-            Some((k.to_owned(), v.parse().ok()?))
-        })
-        .collect()
 }
 
 /// (records decoded, records lost) so far.

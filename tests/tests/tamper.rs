@@ -117,3 +117,57 @@ fn writing_the_filter_map_behind_the_agents_back_is_a_signed_tamper_entry() {
     assert!(findings.iter().any(|f| f["kind"] == "TAMPER"), "{report:#}");
     eprintln!("TAMPER noticed {late_ms} ms after bpftool wrote the map");
 }
+
+/// The load-time settings that decide what is captured — the agent's own pid (excluded from
+/// capture), the kernel structure offsets, the io_uring field layout — are globals in the
+/// object's read-only data, which the loader freezes (BPF_MAP_FREEZE): root cannot change them
+/// with bpftool at all, so nothing is left to compare. (The filter maps change on SIGHUP and
+/// cannot be frozen; they are compared instead, above.)
+#[test]
+fn the_load_time_capture_settings_are_frozen_against_bpftool() {
+    let agent = Agent::start(&["--print", "none"]);
+    let mut rodata = Vec::new();
+    for id in map_ids_of(agent.pid()) {
+        let out = bpftool(&["map", "show", "id", &id.to_string(), "-j"]);
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        if v["name"].as_str().is_some_and(|n| n.contains(".rodata")) {
+            rodata.push((id, v));
+        }
+    }
+    assert!(
+        !rodata.is_empty(),
+        "the agent (pid {}) holds no .rodata map",
+        agent.pid()
+    );
+    for (id, v) in &rodata {
+        assert_eq!(v["frozen"], 1, "map {id} is not frozen: {v:#}");
+        let size = v["bytes_value"].as_u64().unwrap() as usize;
+        let mut args: Vec<String> = [
+            "map",
+            "update",
+            "id",
+            &id.to_string(),
+            "key",
+            "0",
+            "0",
+            "0",
+            "0",
+            "value",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(std::iter::repeat_n("0xff".to_string(), size));
+        let out = Command::new("bpftool").args(&args).output().unwrap();
+        assert!(
+            !out.status.success(),
+            "bpftool wrote the frozen map {id} ({v:#})"
+        );
+        eprintln!(
+            "map {id} ({}): bpftool refused: {}",
+            v["name"],
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    agent.stop();
+}

@@ -14,7 +14,9 @@ use std::{
 };
 
 use lineage_evidence::segment::SegmentHeader;
-use lineage_tests::{agent_binary, lineagectl_binary, run_to_end, Agent, Collector};
+use lineage_tests::{
+    agent_binary, free_port, lineagectl_binary, run_to_end, scrape_metrics, Agent, Collector,
+};
 use serde_json::Value;
 
 fn config(dir: &Path, agents: &[(&str, &Path)]) -> String {
@@ -604,4 +606,64 @@ impl Drop for Guard {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// Issue 13: the agent's metrics say how far its log is ahead of the newest checkpoint a
+/// witness cosigned. With the collector gone, seals go on and the gauge grows with them; it is
+/// always the checkpoint size minus the size of the newest cosigned note in the data dir.
+#[test]
+fn metrics_show_how_far_the_log_is_ahead_of_its_witnesses() {
+    let work = tempfile::tempdir().unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let a = Agent::start_in(d.path(), &["--print", "none", "--metrics-listen", &addr]);
+    let mut c = Collector::start(work.path(), &config(work.path(), &[("a", &a.socket())]));
+    until_witnessed(&mut c, d.path(), 3);
+    c.stop();
+    // No witness from here on: the newest cosigned size in the data dir stays where it is.
+    let cosigned = newest_note_size(d.path());
+    assert!(cosigned >= 3, "cosigned {cosigned}");
+    let gauges = || {
+        let m = scrape_metrics(port);
+        let get = |name: &str| {
+            m.iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| *v as u64)
+                .unwrap_or_else(|| panic!("{name} missing from the metrics page: {m:?}"))
+        };
+        (
+            get("lineage_checkpoint_segments"),
+            get("lineage_witness_behind_segments"),
+        )
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let (size, behind) = loop {
+        activity(2);
+        std::thread::sleep(Duration::from_millis(500));
+        let (size, behind) = gauges();
+        if size >= cosigned + 3 && behind == size - cosigned {
+            break (size, behind);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the gauge never showed the log 3 segments ahead of cosigned size {cosigned}: \
+             checkpoint {size}, behind {behind}"
+        );
+    };
+    assert_eq!(newest_note_size(d.path()), cosigned, "no new cosignature");
+    eprintln!("checkpoint {size} segments, witness cosigned {cosigned}, gauge {behind}");
+    a.stop();
+}
+
+/// The largest tree size among the agent's stored witness notes (second line of a note).
+fn newest_note_size(dir: &Path) -> u64 {
+    agent_notes(dir)
+        .iter()
+        .map(|p| {
+            let text = fs::read_to_string(p).unwrap();
+            text.lines().nth(1).unwrap().parse::<u64>().unwrap()
+        })
+        .max()
+        .unwrap_or(0)
 }
