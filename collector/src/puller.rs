@@ -516,7 +516,10 @@ impl AgentTask {
         {
             let mut st = self.status.lock().expect("status");
             st.stored(size, s.state.cursor);
-            st.witness_behind = s.state.cursor - s.state.witnessed.map_or(0, |w| w.size);
+            st.witness_behind = s
+                .state
+                .cursor
+                .saturating_sub(s.state.witnessed.map_or(0, |w| w.size));
             st.gaps = s.state.gaps.clone();
         }
         debug!(agent = %name, "stored segment {number} ({size} bytes)");
