@@ -222,6 +222,17 @@ mod tests {
         assert!(text.contains(
             "lineage_collector_findings_total{agent=\"web-2\",kind=\"HOST_CONFLICT\"} 0\n"
         ));
+        // Every kind verify can report has its series before the first finding.
+        for kind in FindingKind::ALL {
+            let series = format!(
+                "lineage_collector_findings_total{{agent=\"web-1\",kind=\"{}\"}} 0\n",
+                kind.name()
+            );
+            assert!(text.contains(&series), "{series}");
+        }
+        assert!(
+            text.contains("lineage_collector_findings_total{agent=\"web-1\",kind=\"TAMPER\"} 0\n")
+        );
         assert!(text.contains("lineage_collector_agent_cursor_segment{agent=\"web-2\"} 4\n"));
         assert!(text.contains("lineage_collector_store_filesystem_avail_bytes "));
         assert!(text.contains("process_cpu_seconds_total "));

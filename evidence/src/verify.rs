@@ -80,7 +80,7 @@ pub enum Outcome {
 
 impl FindingKind {
     /// Every kind, so counters (collector metrics) can start at zero for each.
-    pub const ALL: [FindingKind; 13] = {
+    pub const ALL: [FindingKind; 14] = {
         use FindingKind::*;
         [
             Modified,
@@ -96,6 +96,7 @@ impl FindingKind {
             DeclaredLoss,
             Unwitnessed,
             Rollback,
+            Tamper,
         ]
     };
 
